@@ -1,0 +1,132 @@
+/* test_util.cc — see test_util.h. */
+#include "test_util.h"
+
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <cmath>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <fstream>
+#include <random>
+#include <sstream>
+
+namespace kltest {
+
+uint64_t fresh_seed(const char *what) {
+    const char *env = getenv("KILN_TEST_SEED");
+    uint64_t s;
+    if (env && *env) {
+        s = strtoull(env, nullptr, 0);
+    } else {
+        std::random_device rd;
+        s = ((uint64_t)rd() << 32) ^ rd();
+    }
+    fprintf(stderr, "[seed] %s: KILN_TEST_SEED=%llu\n", what, (unsigned long long)s);
+    return s;
+}
+
+std::vector<float> random_uniform(size_t n, float lo, float hi, uint64_t seed) {
+    std::mt19937_64 g(seed);
+    std::uniform_real_distribution<float> d(lo, hi);
+    std::vector<float> v(n);
+    for (auto &x : v) x = d(g);
+    return v;
+}
+
+std::vector<float> random_normal(size_t n, float stddev, uint64_t seed) {
+    std::mt19937_64 g(seed);
+    std::normal_distribution<float> d(0.0f, stddev);
+    std::vector<float> v(n);
+    for (auto &x : v) x = d(g);
+    return v;
+}
+
+std::vector<double> to_double(const std::vector<float> &v) { return std::vector<double>(v.begin(), v.end()); }
+
+std::string kiln_source_dir() {
+    const char *env = getenv("KILN_SOURCE_DIR");
+    return env ? env : KILN_SOURCE_DIR;
+}
+
+std::string make_temp_dir(const char *name) {
+    static int counter = 0;
+    const char *base = getenv("KILN_TEST_TMP");
+    std::string root = base ? base : KILN_TEST_TMP;
+    mkdir(root.c_str(), 0755);
+    std::ostringstream p;
+    p << root << "/" << name << "." << getpid() << "." << counter++;
+    std::string dir = p.str();
+    std::string cmd = "rm -rf '" + dir + "'";
+    if (system(cmd.c_str()) != 0) return dir;
+    mkdir(dir.c_str(), 0755);
+    return dir;
+}
+
+void write_file(const std::string &path, const std::string &contents) {
+    std::ofstream f(path, std::ios::binary);
+    f << contents;
+}
+
+std::string read_file(const std::string &path) {
+    std::ifstream f(path, std::ios::binary);
+    std::stringstream s;
+    s << f.rdbuf();
+    return s.str();
+}
+
+int run_kiln(const std::string &args, std::string *output, const std::string &cwd) {
+    const char *bin = getenv("KILN_BIN");
+    std::string cmd;
+    if (!cwd.empty()) cmd += "cd '" + cwd + "' && ";
+    cmd += std::string("'") + (bin ? bin : "kiln") + "' " + args + " 2>&1";
+    FILE *p = popen(cmd.c_str(), "r");
+    if (!p) return -1;
+    char buf[4096];
+    size_t n;
+    std::string out;
+    while ((n = fread(buf, 1, sizeof buf, p)) > 0) out.append(buf, n);
+    int st = pclose(p);
+    if (output) *output = out;
+    return WIFEXITED(st) ? WEXITSTATUS(st) : 128 + (WIFSIGNALED(st) ? WTERMSIG(st) : 0);
+}
+
+template <typename T>
+static bool close_impl(const T *a, const T *b, size_t n, double rtol, double atol, std::string *report) {
+    double worst = 0;
+    size_t wi = 0;
+    for (size_t i = 0; i < n; i++) {
+        double d = std::fabs((double)a[i] - (double)b[i]);
+        double r = d / (atol + rtol * std::fabs((double)b[i]));
+        if (!std::isfinite((double)a[i]) || !std::isfinite((double)b[i])) r = INFINITY;
+        if (r > worst || (r != r)) { worst = r; wi = i; }
+    }
+    if (report) {
+        std::ostringstream s;
+        s << "worst at [" << wi << "]: got " << (n ? (double)a[wi] : 0) << " want " << (n ? (double)b[wi] : 0)
+          << " (ratio to tolerance " << worst << ", n=" << n << ")";
+        *report = s.str();
+    }
+    return worst <= 1.0;
+}
+
+bool all_close(const float *a, const float *b, size_t n, double rtol, double atol, std::string *report) {
+    return close_impl(a, b, n, rtol, atol, report);
+}
+bool all_close(const double *a, const double *b, size_t n, double rtol, double atol, std::string *report) {
+    return close_impl(a, b, n, rtol, atol, report);
+}
+
+double rel_l2(const float *a, const float *b, size_t n) {
+    double num = 0, den = 0;
+    for (size_t i = 0; i < n; i++) {
+        double d = (double)a[i] - (double)b[i];
+        num += d * d;
+        den += (double)b[i] * b[i];
+    }
+    return std::sqrt(num / (den > 0 ? den : 1e-300));
+}
+
+}  // namespace kltest

@@ -1,0 +1,37 @@
+/* test_util.h — small helpers shared by the GoogleTest files: fresh random inputs, temporary folders,
+ * running the kiln executable and capturing what it prints, comparing arrays with a useful report. */
+#ifndef KL_TEST_UTIL_H
+#define KL_TEST_UTIL_H
+
+#include <stdint.h>
+#include <string>
+#include <vector>
+
+namespace kltest {
+
+/* A seed that differs on every run unless KILN_TEST_SEED is set; printed so a failure can be replayed. */
+uint64_t fresh_seed(const char *what);
+/* Uniform in [lo, hi) / standard normal, from a std::mt19937_64 seeded with `seed`. */
+std::vector<float> random_uniform(size_t n, float lo, float hi, uint64_t seed);
+std::vector<float> random_normal(size_t n, float stddev, uint64_t seed);
+std::vector<double> to_double(const std::vector<float> &v);
+
+/* A new empty folder under the build's test tmp folder (removed at exit unless KILN_KEEP_TMP=1). */
+std::string make_temp_dir(const char *name);
+void write_file(const std::string &path, const std::string &contents);
+std::string read_file(const std::string &path);
+
+/* Runs `kiln ARGS` (a shell-quoted argument string) in `cwd`; returns the exit status,
+ * stdout+stderr go to *output. */
+int run_kiln(const std::string &args, std::string *output, const std::string &cwd = "");
+std::string kiln_source_dir();
+
+/* max |a-b| / (atol + rtol*|b|) over all elements; a result <= 1 means "within tolerance".
+ * On failure, *report names the worst index and values. NaN anywhere fails. */
+bool all_close(const float *a, const float *b, size_t n, double rtol, double atol, std::string *report);
+bool all_close(const double *a, const double *b, size_t n, double rtol, double atol, std::string *report);
+/* ||a-b|| / ||b|| in double. */
+double rel_l2(const float *a, const float *b, size_t n);
+
+}  // namespace kltest
+#endif

@@ -27,7 +27,14 @@ kl_status kl_error_context(kl_status code, const char *fmt, ...) {
     vsnprintf(prefix, sizeof prefix, fmt, ap);
     va_end(ap);
     memcpy(old, kl_msg, sizeof old);
-    snprintf(kl_msg, sizeof kl_msg, "%s: %s", prefix, old);
+    size_t n = strlen(prefix);
+    if (n > sizeof kl_msg - 3) n = sizeof kl_msg - 3;
+    memcpy(kl_msg, prefix, n);
+    memcpy(kl_msg + n, ": ", 2);
+    size_t room = sizeof kl_msg - n - 3, m = strlen(old);
+    if (m > room) m = room;
+    memcpy(kl_msg + n + 2, old, m);
+    kl_msg[n + 2 + m] = 0;
     return code;
 }
 

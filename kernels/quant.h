@@ -208,7 +208,8 @@ KL_HD float kl_e2m1_to_float(uint8_t code) {
 
 /* Stochastic rounding to E2M1: with lo <= |v| < hi neighbouring grid values, the magnitude is hi iff
  * u < (|v| - lo)/(hi - lo) (exact in fp32: Sterbenz, and hi - lo in {0.5, 1, 2}); sign kept;
- * |v| >= 6 gives 6. The probability is exact for |v| >= 2^-23; below that the bias is under 2^-25. */
+ * |v| >= 6 gives 6. The probability is exact for |v| >= 0.25 (the ratio has at most 24 fraction bits);
+ * below that E[result] is off by less than 2^-25. */
 KL_HD uint8_t kl_e2m1_sr(float v, float u) {
     uint32_t b = kl_q_f32_bits(v), a = b & 0x7FFFFFFFu, sign = (b >> 28) & 0x8u;
     if (a > 0x7F800000u) return 0x7u;

@@ -1,0 +1,82 @@
+// convert.cu — FP32 <-> BF16 conversion kernels (round-to-nearest-even), declared in kernels/cuda_common.h.
+// Element-wise and memory-bound: 16-byte vectors when both pointers allow it, single elements otherwise.
+#include "cuda_check.cuh"
+#include "cuda_common.h"
+
+namespace {
+
+constexpr int kThreads = 256;
+
+// Enough blocks to cover n_items at one item per thread, capped: the grid-stride loops take the rest.
+unsigned grid_for(size_t n_items) {
+    size_t blocks = (n_items + kThreads - 1) / kThreads;
+    if (blocks > 65536) blocks = 65536;
+    return blocks ? (unsigned)blocks : 1u;
+}
+
+// Eight elements per item: two float4 loads, one 16-byte BF16 store.
+__global__ void f32_to_bf16_vec(uint16_t *__restrict__ out, const float *__restrict__ in, size_t n8) {
+    for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < n8; i += (size_t)gridDim.x * blockDim.x) {
+        const float4 a = reinterpret_cast<const float4 *>(in)[2 * i];
+        const float4 b = reinterpret_cast<const float4 *>(in)[2 * i + 1];
+        const float f[8] = {a.x, a.y, a.z, a.w, b.x, b.y, b.z, b.w};
+        kl::Bf16Pack<8> p;
+        p.pack(f);
+        p.store(out + 8 * i);
+    }
+}
+
+__global__ void f32_to_bf16_scalar(uint16_t *__restrict__ out, const float *__restrict__ in, size_t n) {
+    for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < n; i += (size_t)gridDim.x * blockDim.x)
+        out[i] = kl::f32_to_bf16(in[i]);
+}
+
+__global__ void bf16_to_f32_vec(float *__restrict__ out, const uint16_t *__restrict__ in, size_t n8) {
+    for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < n8; i += (size_t)gridDim.x * blockDim.x) {
+        kl::Bf16Pack<8> p;
+        p.load(in + 8 * i);
+        float f[8];
+        p.unpack(f);
+        reinterpret_cast<float4 *>(out)[2 * i] = make_float4(f[0], f[1], f[2], f[3]);
+        reinterpret_cast<float4 *>(out)[2 * i + 1] = make_float4(f[4], f[5], f[6], f[7]);
+    }
+}
+
+__global__ void bf16_to_f32_scalar(float *__restrict__ out, const uint16_t *__restrict__ in, size_t n) {
+    for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < n; i += (size_t)gridDim.x * blockDim.x)
+        out[i] = kl::bf16_to_f32(in[i]);
+}
+
+}  // namespace
+
+extern "C" kl_status kl_f32_to_bf16_cuda(kl_bf16 *out, const float *in, size_t n, cudaStream_t stream) {
+    if (n == 0) return KL_OK;
+    size_t done = 0;
+    if (kl::aligned16(out) && kl::aligned16(in) && n >= 8) {
+        const size_t n8 = n / 8;
+        f32_to_bf16_vec<<<grid_for(n8), kThreads, 0, stream>>>(out, in, n8);
+        KL_CUDA_CHECK_LAUNCH();
+        done = n8 * 8;
+    }
+    if (done < n) {
+        f32_to_bf16_scalar<<<grid_for(n - done), kThreads, 0, stream>>>(out + done, in + done, n - done);
+        KL_CUDA_CHECK_LAUNCH();
+    }
+    return KL_OK;
+}
+
+extern "C" kl_status kl_bf16_to_f32_cuda(float *out, const kl_bf16 *in, size_t n, cudaStream_t stream) {
+    if (n == 0) return KL_OK;
+    size_t done = 0;
+    if (kl::aligned16(out) && kl::aligned16(in) && n >= 8) {
+        const size_t n8 = n / 8;
+        bf16_to_f32_vec<<<grid_for(n8), kThreads, 0, stream>>>(out, in, n8);
+        KL_CUDA_CHECK_LAUNCH();
+        done = n8 * 8;
+    }
+    if (done < n) {
+        bf16_to_f32_scalar<<<grid_for(n - done), kThreads, 0, stream>>>(out + done, in + done, n - done);
+        KL_CUDA_CHECK_LAUNCH();
+    }
+    return KL_OK;
+}

@@ -1,0 +1,50 @@
+/* cuda_common.h — what every CUDA op header shares, in plain C (no CUDA header, so C files include it):
+ * the BF16 storage type, host-side BF16 <-> FP32 conversions that round exactly as the device kernels do
+ * (nearest-even), and the launchers of the FP32 <-> BF16 conversion kernels (kernels/cuda/convert.cu).
+ * Streams are `struct CUstream_st *` (what cudaStream_t is); NULL is the legacy default stream. */
+#ifndef KL_CUDA_COMMON_H
+#define KL_CUDA_COMMON_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <string.h>
+
+#include "kl_base.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* A bfloat16 value as stored in memory: the top 16 bits of an IEEE float32. */
+typedef uint16_t kl_bf16;
+
+/* float -> bf16, round to nearest, ties to even (bit-identical to the device's __float2bfloat16_rn for every
+ * non-NaN input); a NaN stays a quiet NaN (its payload may differ from the device's canonical NaN). */
+static inline kl_bf16 kl_f32_to_bf16(float f) {
+    uint32_t u;
+    memcpy(&u, &f, sizeof u);
+    if ((u & 0x7fffffffu) > 0x7f800000u) return (kl_bf16)((u >> 16) | 0x0040u);  /* NaN: keep it quiet */
+    u += 0x7fffu + ((u >> 16) & 1u);  /* carries into the exponent as it should (to inf at the top) */
+    return (kl_bf16)(u >> 16);
+}
+
+/* bf16 -> float is exact. */
+static inline float kl_bf16_to_f32(kl_bf16 h) {
+    uint32_t u = (uint32_t)h << 16;
+    float f;
+    memcpy(&f, &u, sizeof f);
+    return f;
+}
+
+/* The float nearest to f that a bf16 can hold (what a BF16 store then load gives). */
+static inline float kl_bf16_round(float f) { return kl_bf16_to_f32(kl_f32_to_bf16(f)); }
+
+/* out(n) = bf16_rne(in(n)) and out(n) = float(in(n)) on the device, asynchronously on `stream`.
+ * Any n >= 0 and any element alignment. KL_ERR_INTERNAL (with CUDA's message) if the launch fails. */
+kl_status kl_f32_to_bf16_cuda(kl_bf16 *out, const float *in, size_t n, struct CUstream_st *stream);
+kl_status kl_bf16_to_f32_cuda(float *out, const kl_bf16 *in, size_t n, struct CUstream_st *stream);
+
+#ifdef __cplusplus
+}
+#endif
+#endif

@@ -25,19 +25,20 @@ _Static_assert(sizeof(kl_cfg_recompute) == sizeof(int), "enum keys are stored as
 static size_t edit_distance(const char *a, const char *b) {
     size_t n = strlen(a), m = strlen(b);
     if (n > 64 || m > 64) return (size_t)-1; /* nothing in the table is that long */
-    size_t d[65][65];
-    for (size_t i = 0; i <= n; i++) d[i][0] = i;
-    for (size_t j = 0; j <= m; j++) d[0][j] = j;
+    unsigned char d[65][65]; /* distances never exceed 64 */
+    for (size_t i = 0; i <= n; i++) d[i][0] = (unsigned char)i;
+    for (size_t j = 0; j <= m; j++) d[0][j] = (unsigned char)j;
     for (size_t i = 1; i <= n; i++) {
         for (size_t j = 1; j <= m; j++) {
             size_t cost = tolower((unsigned char)a[i - 1]) != tolower((unsigned char)b[j - 1]);
-            size_t best = d[i - 1][j] + 1;
-            if (d[i][j - 1] + 1 < best) best = d[i][j - 1] + 1;
-            if (d[i - 1][j - 1] + cost < best) best = d[i - 1][j - 1] + cost;
+            size_t best = (size_t)d[i - 1][j] + 1;
+            if ((size_t)d[i][j - 1] + 1 < best) best = (size_t)d[i][j - 1] + 1;
+            if ((size_t)d[i - 1][j - 1] + cost < best) best = (size_t)d[i - 1][j - 1] + cost;
             if (i > 1 && j > 1 && tolower((unsigned char)a[i - 1]) == tolower((unsigned char)b[j - 2]) &&
-                tolower((unsigned char)a[i - 2]) == tolower((unsigned char)b[j - 1]) && d[i - 2][j - 2] + 1 < best)
-                best = d[i - 2][j - 2] + 1;
-            d[i][j] = best;
+                tolower((unsigned char)a[i - 2]) == tolower((unsigned char)b[j - 1]) &&
+                (size_t)d[i - 2][j - 2] + 1 < best)
+                best = (size_t)d[i - 2][j - 2] + 1;
+            d[i][j] = (unsigned char)best;
         }
     }
     return d[n][m];

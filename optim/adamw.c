@@ -16,7 +16,9 @@ static kl_status adamw_step(kl_optimizer *o, float *params, const float *grads, 
     adamw *a = (adamw *)o;
     const kl_opt_settings *s = &o->settings;
     const double bc1 = 1.0 - pow(s->beta1, (double)t), bc2 = 1.0 - pow(s->beta2, (double)t);
-    const float b1 = (float)s->beta1, b2 = (float)s->beta2, eps = (float)s->eps;
+    /* 1-β computed in double then rounded, as torch does: (1.0f - 0.999f) is off by 1.3e-5 relative */
+    const float one_minus_b1 = (float)(1.0 - s->beta1), b2 = (float)s->beta2, one_minus_b2 = (float)(1.0 - s->beta2);
+    const float eps = (float)s->eps;
     for (int i = 0; i < o->n_params; i++) {
         const kl_opt_param *p = &o->params[i];
         const double plr = lr * p->lr_mult;
@@ -27,8 +29,8 @@ static kl_status adamw_step(kl_optimizer *o, float *params, const float *grads, 
 #pragma omp parallel for
         for (size_t j = 0; j < p->numel; j++) {
             w[j] *= decay;
-            m[j] = b1 * m[j] + (1.0f - b1) * g[j];
-            v[j] = b2 * v[j] + (1.0f - b2) * g[j] * g[j];
+            m[j] += one_minus_b1 * (g[j] - m[j]); /* torch: exp_avg.lerp_(grad, 1 - beta1) */
+            v[j] = b2 * v[j] + one_minus_b2 * (g[j] * g[j]);
             float denom = sqrtf(v[j]) / bc2_sqrt + eps;
             w[j] -= step_size * m[j] / denom;
         }

@@ -13,6 +13,8 @@ import json
 import os
 import sys
 
+# scripts/tokenize.py would shadow the standard library's tokenize module that torch imports
+sys.path = [p for p in sys.path if os.path.abspath(p or ".") != os.path.dirname(os.path.abspath(__file__))]
 import numpy as np
 import torch
 import transformers

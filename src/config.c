@@ -762,11 +762,6 @@ kl_status kl_config_validate(const kl_config *c) {
                         c->model.rope_high_freq_factor, c->model.rope_low_freq_factor);
     if (c->data.source == KL_CFG_DATA_FILES && !c->data.train[0])
         return kl_error(KL_ERR_CONFIG, "data.train is required when data.source is files (or set data.source: synthetic)");
-    if (c->data.source == KL_CFG_DATA_SYNTHETIC && c->data.synthetic_tokens < c->data.seq_len + 1)
-        return kl_error(KL_ERR_CONFIG,
-                        "data.synthetic_tokens (%" PRId64 ") must hold at least one sequence of data.seq_len + 1 (%" PRId64
-                        ") tokens",
-                        c->data.synthetic_tokens, c->data.seq_len + 1);
     if (c->train.warmup_steps > c->train.steps)
         return kl_error(KL_ERR_CONFIG, "train.warmup_steps (%" PRId64 ") exceeds train.steps (%" PRId64 ")",
                         c->train.warmup_steps, c->train.steps);

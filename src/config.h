@@ -28,6 +28,10 @@ typedef enum { KL_CFG_DEVICE_AUTO = 0, KL_CFG_DEVICE_CPU, KL_CFG_DEVICE_CUDA } k
 typedef enum { KL_CFG_SCHED_CONSTANT = 0, KL_CFG_SCHED_COSINE, KL_CFG_SCHED_LINEAR, KL_CFG_SCHED_WSD } kl_cfg_schedule;
 typedef enum { KL_CFG_OPTIM_ADAMW = 0, KL_CFG_OPTIM_DASH, KL_CFG_OPTIM_DCT_ADAMW } kl_cfg_optim;
 typedef enum { KL_CFG_STATE_FP32 = 0, KL_CFG_STATE_BF16 } kl_cfg_state_dtype;
+typedef enum { KL_CFG_ROOT_NEWTON_DB = 0, KL_CFG_ROOT_COUPLED_NEWTON, KL_CFG_ROOT_CHEBYSHEV, KL_CFG_ROOT_EIGH } kl_cfg_dash_root;
+typedef enum { KL_CFG_SCALING_POWER_ITER = 0, KL_CFG_SCALING_POWER_ITER_MULTI, KL_CFG_SCALING_FROBENIUS } kl_cfg_dash_scaling;
+typedef enum { KL_CFG_ONE_DIM_ADAMW = 0, KL_CFG_ONE_DIM_SHAMPOO } kl_cfg_dash_one_dim;
+typedef enum { KL_CFG_DCT_BASIS_DCT2 = 0, KL_CFG_DCT_BASIS_DCT3 } kl_cfg_dct_basis;
 typedef enum { KL_CFG_MATMUL_BF16 = 0, KL_CFG_MATMUL_FP8, KL_CFG_MATMUL_NVFP4 } kl_cfg_matmul;
 typedef enum { KL_CFG_MASTER_FP32 = 0, KL_CFG_MASTER_BF16 } kl_cfg_master;
 typedef enum { KL_CFG_NVFP4_BWD_MS_EDEN = 0, KL_CFG_NVFP4_BWD_SR } kl_cfg_nvfp4_backward;
@@ -70,7 +74,7 @@ typedef struct {
         int64_t seq_len;
         bool shuffle;
         int64_t seed;
-        int64_t synthetic_patterns, synthetic_tokens;
+        int64_t synthetic_patterns;
     } data;
     struct {
         char name[KL_CFG_NAME_MAX];
@@ -89,6 +93,26 @@ typedef struct {
         double lr, beta1, beta2, eps, weight_decay;
         bool decay_embeddings, decay_norms;
         kl_cfg_state_dtype state_dtype;
+        /* DASH (optim/dash.c; optim.h kl_dash_settings says what each does) */
+        int64_t dash_block_size;
+        double dash_beta_lr, dash_beta_g, dash_beta_graft, dash_eps_graft;
+        bool dash_bias_correction;
+        double dash_mu;
+        bool dash_nesterov;
+        int64_t dash_start_prec_step, dash_inv_root_every;
+        kl_cfg_dash_root dash_inv_root_method;
+        kl_cfg_dash_scaling dash_scaling;
+        double dash_scale_const;
+        int64_t dash_power_iters;
+        double dash_power_eps, dash_eps_root;
+        int64_t dash_newton_steps;
+        double dash_cn_tol;
+        int64_t dash_cheb_degree;
+        double dash_cheb_shift;
+        kl_cfg_dash_one_dim dash_one_dim;
+        /* DCT-AdamW (optim/dct_adamw.c) */
+        int64_t dct_rank, dct_refresh_every, dct_ell, dct_max_dim;
+        kl_cfg_dct_basis dct_basis;
     } optim;
     struct {
         kl_cfg_matmul matmul;

@@ -133,7 +133,7 @@ TEST(ConfigDefaults, MatchTheIssueAndPassValidationOnceDataIsGiven) {
     EXPECT_TRUE(c.model.tie_embeddings);
     EXPECT_EQ(c.data.source, KL_CFG_DATA_FILES);
     EXPECT_EQ(c.data.seq_len, 256);
-    EXPECT_EQ(c.data.synthetic_tokens, 1048576);
+    EXPECT_EQ(c.data.synthetic_patterns, 16);
     EXPECT_STREQ(c.train.name, "run");
     EXPECT_EQ(c.train.schedule, KL_CFG_SCHED_COSINE);
     EXPECT_EQ(c.train.min_lr_ratio, 0.1);
@@ -375,8 +375,6 @@ TEST(ConfigValidate, CrossKeyRulesNameTheKeysAndValues) {
         {{"model.rope_scaling=llama3", "model.rope_high_freq_factor=0.5"},
          "model.rope_high_freq_factor (0.5) must exceed model.rope_low_freq_factor (1) for llama3 scaling"},
         {{"model.hf_dir=/m", "model.hf_config=/m/config.json"}, "set only one of model.hf_dir and model.hf_config"},
-        {{"data.synthetic_tokens=256"},
-         "data.synthetic_tokens (256) must hold at least one sequence of data.seq_len + 1 (257) tokens"},
     };
     for (auto &t : cases) {
         kl_config c;

@@ -1,0 +1,13 @@
+/* model_io.h — a model to and from a Hugging Face folder (config.json + model.safetensors with HF tensor
+ * names), so what kiln trains loads in `transformers` and what `transformers` saves loads in kiln. */
+#ifndef KL_MODEL_IO_H
+#define KL_MODEL_IO_H
+#include "model.h"
+
+/* Writes dir/config.json and dir/model.safetensors (F32). The folder must exist. */
+kl_status kl_model_save(kl_model *m, const char *dir);
+/* Creates a model from dir/config.json and loads dir/model.safetensors (F32, BF16 or F16 weights).
+ * Missing or unexpected tensors and shapes that disagree with the config are errors that list them. */
+kl_status kl_model_load(kl_model **out, const char *dir);
+
+#endif

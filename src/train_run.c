@@ -1,0 +1,245 @@
+/* train_run.c — a whole training run from a resolved config: builds the model, loaders, optimizer and run
+ * log, then loops optimizer steps with periodic evaluation and logging, and saves the final model to
+ * <run dir>/model/ (config.json + model.safetensors). The per-step math is trainer.c's. */
+#include "train_run.h"
+
+#include <errno.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+
+#include "device.h"
+#include "hf_config.h"
+#include "loader.h"
+#include "model_config.h"
+#include "model_io.h"
+#include "run_log.h"
+#include "trainer.h"
+
+static kl_status make_dirs(const char *path) {
+    char buf[KL_CFG_PATH_MAX];
+    snprintf(buf, sizeof buf, "%s", path);
+    for (char *p = buf + 1; *p; p++) {
+        if (*p != '/') continue;
+        *p = 0;
+        if (mkdir(buf, 0755) != 0 && errno != EEXIST)
+            return kl_error(KL_ERR_IO, "cannot create folder %s (%s)", buf, strerror(errno));
+        *p = '/';
+    }
+    if (mkdir(buf, 0755) != 0 && errno != EEXIST)
+        return kl_error(KL_ERR_IO, "cannot create folder %s (%s)", buf, strerror(errno));
+    return KL_OK;
+}
+
+static kl_status open_loader(kl_loader **l, const kl_config *c, const char *files, int eval, int vocab) {
+    kl_loader_opts o = {0};
+    o.source = c->data.source == KL_CFG_DATA_SYNTHETIC ? KL_DATA_SYNTHETIC : KL_DATA_FILES;
+    o.files = files;
+    o.T = (int)c->data.seq_len;
+    o.B = (int)c->train.batch_size;
+    o.seed = (uint64_t)c->data.seed;
+    o.shuffle = c->data.shuffle;
+    o.rank = 0;
+    o.world = 1;
+    o.vocab_size = vocab;
+    o.eval = eval;
+    o.synthetic_patterns = (int)c->data.synthetic_patterns;
+    kl_status st = kl_loader_open(l, &o);
+    if (st != KL_OK) return kl_error_context(st, "%s data", eval ? "eval" : "train");
+    return KL_OK;
+}
+
+/* Mean loss over up to n_batches of the eval loader, from its start. */
+static kl_status evaluate(kl_trainer *t, kl_loader *eval, int n_batches, int32_t *in, int32_t *tg, double *loss) {
+    kl_loader_reset(eval);
+    double sum = 0;
+    int64_t valid = 0;
+    for (int i = 0; i < n_batches; i++) {
+        double s;
+        int64_t v;
+        KL_TRY(kl_loader_next_batch(eval, in, tg));
+        KL_TRY(kl_trainer_eval_batch(t, in, tg, &s, &v));
+        sum += s;
+        valid += v;
+    }
+    *loss = valid ? sum / (double)valid : NAN;
+    return KL_OK;
+}
+
+static void opt_settings_from_config(const kl_config *c, kl_opt_settings *os) {
+    memset(os, 0, sizeof *os);
+    os->kind = (kl_opt_kind)c->optim.name; /* same order in config.h and optim.h */
+    os->beta1 = c->optim.beta1;
+    os->beta2 = c->optim.beta2;
+    os->eps = c->optim.eps;
+    os->weight_decay = c->optim.weight_decay;
+    os->state_dtype = c->optim.state_dtype == KL_CFG_STATE_BF16 ? KL_STATE_BF16 : KL_STATE_FP32;
+    os->seed = (uint64_t)c->train.seed;
+    kl_dash_settings *d = &os->dash;
+    *d = kl_dash_settings_defaults();
+    d->block = (int)c->optim.dash_block_size;
+    d->beta_lr = c->optim.dash_beta_lr;
+    d->beta_g = c->optim.dash_beta_g;
+    d->beta_graft = c->optim.dash_beta_graft;
+    d->eps_graft = c->optim.dash_eps_graft;
+    d->bias_correction = c->optim.dash_bias_correction;
+    d->mu = c->optim.dash_mu;
+    d->nesterov = c->optim.dash_nesterov;
+    d->start_prec_step = c->optim.dash_start_prec_step;
+    d->inv_root_every = (int)c->optim.dash_inv_root_every;
+    d->root_method = (kl_root_method)c->optim.dash_inv_root_method; /* same order */
+    d->scaling = c->optim.dash_scaling == KL_CFG_SCALING_FROBENIUS ? KL_SCALE_FROBENIUS : KL_SCALE_POWER_ITER;
+    d->power_vectors = c->optim.dash_scaling == KL_CFG_SCALING_POWER_ITER_MULTI ? 16 : 1;
+    d->scale_const = c->optim.dash_scale_const;
+    d->power_iters = (int)c->optim.dash_power_iters;
+    d->power_eps = c->optim.dash_power_eps;
+    d->eps_root = c->optim.dash_eps_root;
+    d->newton_steps = (int)c->optim.dash_newton_steps;
+    d->cn_tol = c->optim.dash_cn_tol;
+    d->cheb_degree = (int)c->optim.dash_cheb_degree;
+    d->cheb_shift = c->optim.dash_cheb_shift;
+    d->one_dim = c->optim.dash_one_dim == KL_CFG_ONE_DIM_SHAMPOO ? KL_DASH_ONE_DIM_SHAMPOO : KL_DASH_ONE_DIM_ADAMW;
+    kl_dct_settings *t = &os->dct;
+    *t = kl_dct_settings_defaults();
+    t->rank = (int)c->optim.dct_rank;
+    t->refresh_every = (int)c->optim.dct_refresh_every;
+    t->ell = (int)c->optim.dct_ell;
+    t->max_dim = c->optim.dct_max_dim;
+    t->basis = c->optim.dct_basis == KL_CFG_DCT_BASIS_DCT3 ? KL_DCT_BASIS_DCT3 : KL_DCT_BASIS_DCT2;
+}
+
+kl_status kl_train_run(const kl_config *c) {
+    kl_status st = KL_OK;
+    kl_model *model = NULL;
+    kl_loader *train = NULL, *eval = NULL;
+    kl_runlog *log = NULL;
+    kl_trainer tr;
+    memset(&tr, 0, sizeof tr);
+    int32_t *in = NULL, *tg = NULL;
+
+    if (c->train.device == KL_CFG_DEVICE_CUDA)
+        return kl_error(KL_ERR_UNSUPPORTED, "train.device: cuda — the CUDA training path is not built yet; use cpu");
+    if (c->train.device == KL_CFG_DEVICE_AUTO && kl_gpu_count() > 0)
+        fprintf(stderr, "kiln: a GPU is visible but the CUDA training path is not built yet; training on the CPU\n");
+    if (c->precision.matmul != KL_CFG_MATMUL_BF16)
+        return kl_error(KL_ERR_UNSUPPORTED, "precision.matmul: only bf16 (FP32 on the CPU) is built so far");
+
+    kl_model_shape shape;
+    KL_TRY(kl_model_shape_from_config(c, &shape));
+    const int B = (int)c->train.batch_size, T = (int)c->data.seq_len, GA = (int)c->train.grad_accum;
+    if (T > shape.max_T)
+        return kl_error(KL_ERR_CONFIG, "data.seq_len (%d) exceeds the model's max_seq_len (%d)", T, shape.max_T);
+
+    char run_dir[KL_CFG_PATH_MAX], metrics[KL_CFG_PATH_MAX];
+    KL_TRY(kl_config_run_dir(c, run_dir, sizeof run_dir));
+    KL_TRY(kl_config_metrics_path(c, metrics, sizeof metrics));
+
+    /* data first: a bad file should fail before any memory is committed */
+    if ((st = open_loader(&train, c, c->data.train, 0, shape.V)) != KL_OK) goto done;
+    if (c->data.source == KL_CFG_DATA_SYNTHETIC || c->data.eval[0])
+        if ((st = open_loader(&eval, c, c->data.source == KL_CFG_DATA_SYNTHETIC ? NULL : c->data.eval, 1, shape.V)) !=
+            KL_OK)
+            goto done;
+
+    if ((st = kl_model_create(&model, &shape)) != KL_OK) goto done;
+    kl_model_init_weights(model, (uint64_t)c->model.seed, (float)c->model.init_std);
+
+    kl_trainer_opts to = {0};
+    to.B = B;
+    to.T = T;
+    to.grad_accum = GA;
+    to.grad_clip = c->train.grad_clip;
+    to.z_loss = (float)c->train.z_loss;
+    to.max_bad_steps = (int)c->train.max_bad_steps;
+    to.decay_embeddings = c->optim.decay_embeddings;
+    to.decay_norms = c->optim.decay_norms;
+    kl_opt_settings os;
+    opt_settings_from_config(c, &os);
+    kl_schedule sched = {(kl_schedule_kind)c->train.schedule, c->optim.lr, c->train.min_lr_ratio,
+                         c->train.warmup_steps, c->train.steps, c->train.decay_fraction};
+    if ((st = kl_trainer_init(&tr, model, &to, &os, &sched)) != KL_OK) goto done;
+
+    in = kl_malloc((size_t)GA * B * T * sizeof *in, "input batch");
+    tg = kl_malloc((size_t)GA * B * T * sizeof *tg, "target batch");
+    if (!in || !tg) {
+        st = KL_ERR_OOM;
+        goto done;
+    }
+    if ((st = make_dirs(run_dir)) != KL_OK) goto done;
+    if ((st = kl_runlog_open(&log, metrics, 0, c->log.console ? stdout : NULL)) != KL_OK) goto done;
+
+    const double tokens_per_step = (double)GA * B * T;
+    char pb[32], sb[32];
+    printf("kiln train: %s, %s, %d layers, hidden %d, heads %d/%d, vocab %d: %.2fM parameters\n", c->train.name,
+           kl_arch_name(shape.arch), shape.L, shape.C, shape.NH, shape.NKV, shape.V,
+           (double)kl_model_num_params(model) / 1e6);
+    printf("kiln train: %lld steps of %.0f tokens (batch %d x seq %d x accum %d) on the CPU; memory: parameters+grads "
+           "%s, optimizer %s\n",
+           (long long)c->train.steps, tokens_per_step, B, T, GA,
+           kl_format_bytes(2.0 * kl_model_num_params(model) * sizeof(float), pb, sizeof pb),
+           kl_format_bytes((double)tr.opt->vt->state_bytes(tr.opt), sb, sizeof sb));
+    printf("kiln train: run folder %s\n", run_dir);
+
+    const double t_start = kl_now_seconds();
+    double t_last = t_start, eval_loss = NAN, last_loss = NAN;
+    int64_t tokens_since = 0;
+    for (int64_t step = 0; step < c->train.steps; step++) {
+        for (int a = 0; a < GA; a++)
+            if ((st = kl_loader_next_batch(train, in + (size_t)a * B * T, tg + (size_t)a * B * T)) != KL_OK) goto done;
+        kl_step_result r;
+        if ((st = kl_trainer_step(&tr, in, tg, &r)) != KL_OK) goto done;
+        tokens_since += (int64_t)tokens_per_step;
+        if (r.skipped) {
+            char msg[160];
+            snprintf(msg, sizeof msg, "step %lld skipped: loss %g, grad norm %g (%d in a row)", (long long)step + 1,
+                     r.loss, r.grad_norm, tr.bad_streak);
+            kl_runlog_event(log, "skipped_step", msg);
+        } else {
+            last_loss = r.loss;
+        }
+        const int last = step + 1 == c->train.steps;
+        if ((step + 1) % c->log.every == 0 || step == 0 || last) {
+            double now = kl_now_seconds();
+            kl_step_record rec = {0};
+            rec.step = step + 1;
+            rec.total_steps = c->train.steps;
+            rec.loss = r.loss;
+            rec.grad_norm = r.grad_norm;
+            rec.lr = r.lr;
+            rec.tokens_per_s = tokens_since / (now - t_last);
+            rec.mfu = NAN; /* no peak to compare with on the CPU */
+            rec.mem_bytes = NAN;
+            rec.elapsed_s = now - t_start;
+            rec.eta_s = (now - t_start) / (double)(step + 1) * (double)(c->train.steps - step - 1);
+            rec.tokens_seen = (double)(step + 1) * tokens_per_step;
+            kl_runlog_step(log, &rec);
+            t_last = now;
+            tokens_since = 0;
+        }
+        if (eval && ((c->train.eval_every > 0 && (step + 1) % c->train.eval_every == 0) || last)) {
+            if ((st = evaluate(&tr, eval, (int)c->train.eval_batches, in, tg, &eval_loss)) != KL_OK) goto done;
+            kl_runlog_eval(log, step + 1, eval_loss);
+        }
+    }
+
+    char model_dir[KL_CFG_PATH_MAX + 16];
+    snprintf(model_dir, sizeof model_dir, "%s/model", run_dir);
+    if ((st = make_dirs(model_dir)) != KL_OK) goto done;
+    if ((st = kl_model_save(model, model_dir)) != KL_OK) goto done;
+    printf("kiln train: done in %.1f s; final train loss %.4f", kl_now_seconds() - t_start, last_loss);
+    if (!isnan(eval_loss))
+        printf(", eval loss %.4f (%.3f bits per token)", eval_loss, eval_loss / M_LN2);
+    printf("\nkiln train: model saved to %s\n", model_dir);
+
+done:
+    kl_runlog_close(log);
+    free(in);
+    free(tg);
+    kl_trainer_free(&tr);
+    kl_model_free(model);
+    kl_loader_close(train);
+    kl_loader_close(eval);
+    return st;
+}

@@ -23,7 +23,7 @@ mkdir -p runs/demo-data
 if [ ! -s runs/demo-data/train.bin ]; then
   # verse numbers and chapter headings removed; one verse per line
   bible "gen1:1-rev22:21" | .venv/bin/python scripts/clean_kjv.py > runs/demo-data/kjv.txt
-  .venv/bin/python scripts/tokenize.py runs/demo-data/kjv.txt --bytes --out-dir runs/demo-data --eval-fraction 0.02
+  .venv/bin/python scripts/tokenize.py runs/demo-data/kjv.txt --bytes --text-docs line --out-dir runs/demo-data --eval-fraction 0.02
 fi
 build/kiln data inspect runs/demo-data/train.bin runs/demo-data/eval.bin
 
@@ -31,4 +31,4 @@ echo "== train"
 build/kiln train configs/demo.yaml "$@"
 
 echo "== generate"
-build/kiln generate configs/demo.yaml generate.prompt="And God said" generate.tokens=200 generate.temperature=0.8
+build/kiln generate configs/demo.yaml --prompt "And God said" --tokens 300 --temperature 0.8 --samples 3

@@ -39,7 +39,8 @@ typedef struct {
 } kl_st_file;
 
 /* Validates a header + data held in memory (the whole file image). On success fills f->tensors (pointing
- * into buf) and f->n; `label` names the file in messages. The fuzz target calls this directly. */
+ * into buf) and f->n; `label` names the file in messages. The fuzz target calls this directly. Zero *f
+ * first when it was not opened by kl_st_open (kl_st_close then frees only the tensor table). */
 kl_status kl_st_parse(kl_st_file *f, const uint8_t *buf, size_t size, const char *label);
 kl_status kl_st_open(kl_st_file *f, const char *path); /* mmap + kl_st_parse */
 void kl_st_close(kl_st_file *f);

@@ -530,7 +530,7 @@ TEST(ConfigCli, ReferenceListsEveryKeyWithTypeDefaultAndMeaning) {
     size_t ns = 0;
     const kl_section *s = kl_config_sections(&ns);
     for (size_t i = 0; i < ns; i++)
-        EXPECT_NE(out.find(std::string("\n## ") + s[i].name + "\n"), std::string::npos) << s[i].name;
+        EXPECT_NE(out.find(std::string("\n### ") + s[i].name + "\n"), std::string::npos) << s[i].name;
     static const char *types[] = {"int", "float", "bool", "name", "enum", "path", "paths", "bytes"};
     for (const kl_key *k : all_keys()) {
         std::string row = "| `" + full_name(k) + "` | " + types[k->type] + " | " +

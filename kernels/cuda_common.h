@@ -18,9 +18,16 @@ extern "C" {
 /* A bfloat16 value as stored in memory: the top 16 bits of an IEEE float32. */
 typedef uint16_t kl_bf16;
 
+/* The helpers below compile for the host and, in .cu files, for the device too. */
+#if defined(__CUDACC__)
+#define KL_BF16_FN static inline __host__ __device__
+#else
+#define KL_BF16_FN static inline
+#endif
+
 /* float -> bf16, round to nearest, ties to even (bit-identical to the device's __float2bfloat16_rn for every
  * non-NaN input); a NaN stays a quiet NaN (its payload may differ from the device's canonical NaN). */
-static inline kl_bf16 kl_f32_to_bf16(float f) {
+KL_BF16_FN kl_bf16 kl_f32_to_bf16(float f) {
     uint32_t u;
     memcpy(&u, &f, sizeof u);
     if ((u & 0x7fffffffu) > 0x7f800000u) return (kl_bf16)((u >> 16) | 0x0040u);  /* NaN: keep it quiet */
@@ -29,7 +36,7 @@ static inline kl_bf16 kl_f32_to_bf16(float f) {
 }
 
 /* bf16 -> float is exact. */
-static inline float kl_bf16_to_f32(kl_bf16 h) {
+KL_BF16_FN float kl_bf16_to_f32(kl_bf16 h) {
     uint32_t u = (uint32_t)h << 16;
     float f;
     memcpy(&f, &u, sizeof f);
@@ -37,7 +44,19 @@ static inline float kl_bf16_to_f32(kl_bf16 h) {
 }
 
 /* The float nearest to f that a bf16 can hold (what a BF16 store then load gives). */
-static inline float kl_bf16_round(float f) { return kl_bf16_to_f32(kl_f32_to_bf16(f)); }
+KL_BF16_FN float kl_bf16_round(float f) { return kl_bf16_to_f32(kl_f32_to_bf16(f)); }
+
+/* float -> bf16, stochastic rounding: the 16 dropped bits are compared against the low 16 bits of `bits`
+ * (a uniform draw), so |f| rounds up with probability dropped / 2^16 and the result is unbiased. Inf and
+ * NaN convert as kl_f32_to_bf16 does; a finite value within one bf16 step of the largest can become inf,
+ * as it can under round-to-nearest. */
+KL_BF16_FN kl_bf16 kl_f32_to_bf16_stochastic(float f, uint32_t bits) {
+    uint32_t u;
+    memcpy(&u, &f, sizeof u);
+    if ((u & 0x7f800000u) == 0x7f800000u) return kl_f32_to_bf16(f);
+    u += bits & 0xffffu;
+    return (kl_bf16)(u >> 16);
+}
 
 /* out(n) = bf16_rne(in(n)) and out(n) = float(in(n)) on the device, asynchronously on `stream`.
  * Any n >= 0 and any element alignment. KL_ERR_INTERNAL (with CUDA's message) if the launch fails. */

@@ -1,0 +1,169 @@
+// cross_entropy.cu — fused softmax cross-entropy with masks and z-loss over a chunk of BF16 logits, the
+// gradient written in place (kernels/cross_entropy_cuda.h). One 1024-thread block per row: pass 1 an
+// online max/sum-exp, pass 2 the gradient. Each thread keeps its first chunks of the row in registers
+// between the passes (43% of a 151936-wide row), so only the rest is read twice (then mostly from L2).
+#include "cross_entropy_cuda.h"
+#include "cuda_check.cuh"
+
+namespace {
+
+constexpr int kThreads = 1024;
+constexpr float kLog2e = 1.4426950408889634f;
+
+// A running (max, sum of exp(x - max)) pair and its combination. Combining is commutative bit for bit,
+// so butterfly exchanges leave every lane with the same value.
+struct MaxSum {
+    float m, s;
+};
+
+__device__ __forceinline__ MaxSum combine(MaxSum a, MaxSum b) {
+    const float M = fmaxf(a.m, b.m);
+    if (M == -INFINITY) return {M, 0.f};
+    return {M, a.s * exp2f((a.m - M) * kLog2e) + b.s * exp2f((b.m - M) * kLog2e)};
+}
+
+template <int VEC>
+__device__ __forceinline__ void accumulate(MaxSum &r, const float (&f)[VEC]) {
+    float mx = f[0];
+#pragma unroll
+    for (int i = 1; i < VEC; i++) mx = fmaxf(mx, f[i]);
+    if (mx > r.m) {  // rescale the running sum to the new max (exp2(-inf) = 0 covers the first chunk)
+        r.s *= exp2f((r.m - mx) * kLog2e);
+        r.m = mx;
+    }
+#pragma unroll
+    for (int i = 0; i < VEC; i++) r.s += exp2f((f[i] - r.m) * kLog2e);
+}
+
+// d/dx_v [lse - x_t + z lse^2] = softmax_v (1 + 2 z lse) - [v == t], times grad_scale.
+template <int VEC>
+__device__ __forceinline__ void gradient(kl::Bf16Pack<VEC> &p, int v0, int target, float lse, float zfac,
+                                         float grad_scale) {
+    float f[VEC];
+    p.unpack(f);
+#pragma unroll
+    for (int i = 0; i < VEC; i++) {
+        const float prob = exp2f((f[i] - lse) * kLog2e);
+        f[i] = grad_scale * (prob * zfac - (v0 + i == target ? 1.f : 0.f));
+    }
+    p.pack(f);
+}
+
+// KC chunks of VEC logits per thread stay in registers between the passes; the rest are read again.
+template <int VEC, int KC>
+__global__ void __launch_bounds__(kThreads, 1)
+    cross_entropy_rows(uint16_t *dlogits, float *losses, const uint16_t *logits, const int32_t *targets, int V,
+                       float z_loss, float grad_scale) {
+    __shared__ MaxSum warp_ms[32];
+    __shared__ float sh_lse, sh_xt;
+    const long long n = blockIdx.x;
+    const uint16_t *x = logits + n * V;
+    uint16_t *dx = dlogits ? dlogits + n * V : nullptr;  // may be x itself
+    const int target = targets[n];
+    if (target == KL_IGNORE_INDEX || target < 0 || target >= V) {  // the whole block leaves together
+        const bool masked = target == KL_IGNORE_INDEX;
+        if (threadIdx.x == 0) losses[n] = masked ? 0.f : __int_as_float(0x7fc00000);
+        if (dx)
+            for (int v = threadIdx.x; v < V; v += blockDim.x) dx[v] = masked ? 0 : 0x7fc0;
+        return;
+    }
+    if (threadIdx.x == 0) sh_xt = kl::bf16_to_f32(x[target]);  // read before any thread writes the row
+
+    const int nch = V / VEC;
+    kl::Bf16Pack<VEC> cache[KC];
+    MaxSum r = {-INFINITY, 0.f};
+#pragma unroll
+    for (int k = 0; k < KC; k++) {
+        const int j = threadIdx.x + k * kThreads;
+        if (j < nch) {
+            cache[k].load(x + (long long)j * VEC);
+            float f[VEC];
+            cache[k].unpack(f);
+            accumulate<VEC>(r, f);
+        }
+    }
+    for (int j = threadIdx.x + KC * kThreads; j < nch; j += kThreads) {
+        kl::Bf16Pack<VEC> p;
+        p.load(x + (long long)j * VEC);
+        float f[VEC];
+        p.unpack(f);
+        accumulate<VEC>(r, f);
+    }
+    // Fixed reduction tree: butterfly within each warp, then warp 0 combines the 32 warp results.
+    for (int o = 16; o > 0; o >>= 1)
+        r = combine(r, {__shfl_xor_sync(0xffffffffu, r.m, o), __shfl_xor_sync(0xffffffffu, r.s, o)});
+    const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
+    if (lane == 0) warp_ms[warp] = r;
+    __syncthreads();
+    if (warp == 0) {
+        MaxSum w = lane < (kThreads >> 5) ? warp_ms[lane] : MaxSum{-INFINITY, 0.f};
+        for (int o = 16; o > 0; o >>= 1)
+            w = combine(w, {__shfl_xor_sync(0xffffffffu, w.m, o), __shfl_xor_sync(0xffffffffu, w.s, o)});
+        if (lane == 0) {
+            const float lse = w.m + logf(w.s);
+            sh_lse = lse;
+            losses[n] = lse - sh_xt + z_loss * lse * lse;
+        }
+    }
+    __syncthreads();
+    if (!dx) return;
+    const float lse = sh_lse, zfac = 1.f + 2.f * z_loss * lse;
+#pragma unroll
+    for (int k = 0; k < KC; k++) {
+        const int j = threadIdx.x + k * kThreads;
+        if (j < nch) {
+            gradient<VEC>(cache[k], j * VEC, target, lse, zfac, grad_scale);
+            cache[k].store(dx + (long long)j * VEC);
+        }
+    }
+    for (int j = threadIdx.x + KC * kThreads; j < nch; j += kThreads) {
+        kl::Bf16Pack<VEC> p;
+        p.load(x + (long long)j * VEC);
+        gradient<VEC>(p, j * VEC, target, lse, zfac, grad_scale);
+        p.store(dx + (long long)j * VEC);
+    }
+}
+
+// One block: each thread adds its strided rows in FP64, then a fixed tree over the block.
+__global__ void sum_valid_losses(double *out, const float *losses, const int32_t *targets, int N) {
+    __shared__ double warp_sums[32];
+    double s = 0.0;
+    for (int n = threadIdx.x; n < N; n += blockDim.x)
+        if (targets[n] != KL_IGNORE_INDEX) s += (double)losses[n];
+    s = kl::warp_sum(s);
+    if ((threadIdx.x & 31) == 0) warp_sums[threadIdx.x >> 5] = s;
+    __syncthreads();
+    if (threadIdx.x < 32) {
+        double w = threadIdx.x < (blockDim.x >> 5) ? warp_sums[threadIdx.x] : 0.0;
+        w = kl::warp_sum(w);
+        if (threadIdx.x == 0) *out = w;
+    }
+}
+
+}  // namespace
+
+extern "C" kl_status kl_cross_entropy_cuda(kl_bf16 *dlogits, float *losses, const kl_bf16 *logits,
+                                           const int32_t *targets, int N, int V, float z_loss, float grad_scale,
+                                           cudaStream_t stream) {
+    if (N < 0 || V <= 0)
+        return kl_error(KL_ERR_INVALID, "cross-entropy: expected N >= 0 and V > 0 (got %d, %d)", N, V);
+    if (N == 0) return KL_OK;
+    uint16_t *d = reinterpret_cast<uint16_t *>(dlogits);
+    const uint16_t *x = reinterpret_cast<const uint16_t *>(logits);
+    const bool vec = V % 8 == 0 && kl::aligned16(logits) && (!dlogits || kl::aligned16(dlogits));
+    if (vec)
+        cross_entropy_rows<8, 8><<<(unsigned)N, kThreads, 0, stream>>>(d, losses, x, targets, V, z_loss, grad_scale);
+    else
+        cross_entropy_rows<1, 16><<<(unsigned)N, kThreads, 0, stream>>>(d, losses, x, targets, V, z_loss,
+                                                                        grad_scale);
+    KL_CUDA_CHECK_LAUNCH();
+    return KL_OK;
+}
+
+extern "C" kl_status kl_cross_entropy_loss_sum_cuda(double *loss_sum, const float *losses, const int32_t *targets,
+                                                    int N, cudaStream_t stream) {
+    if (N < 0) return kl_error(KL_ERR_INVALID, "cross-entropy loss sum: expected N >= 0 (got %d)", N);
+    sum_valid_losses<<<1, 1024, 0, stream>>>(loss_sum, losses, targets, N);
+    KL_CUDA_CHECK_LAUNCH();
+    return KL_OK;
+}

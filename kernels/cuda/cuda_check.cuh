@@ -113,10 +113,11 @@ static inline bool aligned16(const void *p) { return ((uintptr_t)p & 15u) == 0; 
 // XOR butterflies: at every stage lane i adds lane i^o's value to its own, and a + b == b + a bit for bit,
 // so every lane of the group ends with the same, run-to-run identical sum.
 
-// Sum over aligned groups of WIDTH lanes (WIDTH a power of two <= 32).
+// Sum over aligned groups of WIDTH lanes (WIDTH a power of two <= 32). mask: the lanes present in this
+// warp (all, unless the block size is not a multiple of 32; whole groups must be present).
 template <typename T>
-__device__ __forceinline__ T group_sum(T v, int width) {
-    for (int o = width >> 1; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
+__device__ __forceinline__ T group_sum(T v, int width, unsigned mask = 0xffffffffu) {
+    for (int o = width >> 1; o > 0; o >>= 1) v += __shfl_xor_sync(mask, v, o);
     return v;
 }
 

@@ -26,7 +26,10 @@ constexpr int kVecK = 4, kFwdScalarK = 32, kBwdScalarK = 16;
 // Sum over the tps threads of each segment (all threads of the block must call it). Fixed order.
 template <typename T>
 __device__ T seg_sum(T v, int tps, T *red) {
-    if (tps <= 32) return kl::group_sum(v, tps);
+    if (tps <= 32) {  // the backward's blocks may end in a partial warp (holding whole segments)
+        const unsigned live = blockDim.x - (threadIdx.x & ~31u);
+        return kl::group_sum(v, tps, live >= 32 ? 0xffffffffu : (1u << live) - 1u);
+    }
     v = kl::warp_sum(v);
     const int warp = threadIdx.x >> 5, wps = tps >> 5, first = warp / wps * wps;
     __syncthreads();  // red may still be read by the previous call

@@ -53,8 +53,9 @@ std::vector<float> bf16_normal(size_t n, float stddev, uint64_t seed, float mean
     return v;
 }
 
-// Output rounding to BF16 is at most half an ulp, 2^-9 relative; 2^-8 leaves room for the last FP32 bits
-// differing before that rounding (FP32 sums in another order), which can flip a rounding.
+// BF16 keeps 8 significant bits: rounding to it is off by at most 2^-8 / (1 + 2^-8) relative, so rtol 2^-8
+// leaves ~1.5e-5 relative for the GPU's FP32 value to differ from the CPU's before that rounding (sums in
+// another order: ~1e-6 here).
 const double kBf16Rtol = 1.0 / 256;
 const float kEps = 1e-6f;
 

@@ -50,9 +50,9 @@ struct Shape {
 // HS/2 a multiple of 8 (vectors: HS 64, 128), and not (HS 12: single elements); GQA and MHA.
 const Shape kShapes[] = {{2, 13, 4, 2, 64}, {1, 9, 2, 2, 128}, {3, 7, 3, 1, 12}};
 
-// Output rounding to BF16 is half an ulp, 2^-9 relative; 2^-8 allows the FP32 result to differ from the
-// CPU's in its last bits (contracted multiply-adds) just across a rounding boundary. The rotation mixes two
-// O(1) terms: an absolute 1e-6 covers results that cancel to near zero.
+// BF16 keeps 8 significant bits: rounding to it is off by at most 2^-8 / (1 + 2^-8) relative, so rtol 2^-8
+// leaves ~1.5e-5 relative for the FP32 result to differ from the CPU's (contracted multiply-adds: a few
+// 2^-24). The rotation mixes two O(1) terms: an absolute 1e-6 covers results that cancel to near zero.
 const double kRtol = 1.0 / 256, kAtol = 1e-6;
 
 void check(bool backward) {

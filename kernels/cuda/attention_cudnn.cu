@@ -1,0 +1,429 @@
+// attention_cudnn.cu — the attention context of kernels/attention_cuda.h: chooses between cuDNN's fused flash
+// attention and kiln's own kernels (attention.cu), and builds the cuDNN forward through the backend (C) graph API:
+// an operation graph of matmul, pointwise and reduction nodes (Q K^T, scale, causal mask by generated indices and
+// a select, softmax with its log-sum-exp "stats", P V) that cuDNN's runtime fusion engine compiles into one flash
+// attention kernel. Plans are cached per shape. The backward always runs the own deterministic kernels (see
+// kl_attention_backward_cuda for why).
+#include <cuda_runtime.h>
+
+#include <float.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "attention_cuda.h"
+#include "cuda_check.cuh"
+
+#define KL_ATTN_PLAN_CACHE 8
+
+#if defined(KILN_HAVE_CUDNN)
+// One built forward graph: every backend descriptor it owns (destroyed with the plan), the execution plan, the
+// workspace it needs; or, when cuDNN declined the shape, the reason (so it is not asked again).
+struct sdpa_plan {
+    int used, failed;
+    int B, T, NH, NKV, HS;
+    cudnnBackendDescriptor_t descs[64];
+    int ndescs;
+    cudnnBackendDescriptor_t plan;
+    int64_t workspace;
+    char why[384];
+};
+#endif
+
+struct kl_attention_ctx {
+    kl_attn_backend backend;
+    const char *last;
+    char note[512];
+#if defined(KILN_HAVE_CUDNN)
+    cudnnHandle_t handle;  // NULL when cuDNN could not be initialised (note says why)
+    sdpa_plan fwd[KL_ATTN_PLAN_CACHE];
+    int next_evict;
+#endif
+};
+
+#if defined(KILN_HAVE_CUDNN)
+namespace {
+
+// Tensor unique ids of the variant pack; virtual tensors take ids from 100 on.
+enum { UID_Q = 1, UID_KT, UID_V, UID_O, UID_STATS, UID_SCALE, UID_NEG };
+
+// Records the failing step in the error message: "cuDNN SDPA forward: <step>: <cudnn message>".
+#define SDPA_TRY(expr, step)                                                                                     \
+    do {                                                                                                         \
+        kl_status sdpa_s_ = (expr);                                                                              \
+        if (sdpa_s_ != KL_OK) return kl_error_context(sdpa_s_, "cuDNN SDPA forward: %s", step);                  \
+    } while (0)
+
+kl_status cudnn_call(cudnnStatus_t st) {
+    KL_CUDNN_CHECK(st);
+    return KL_OK;
+}
+
+kl_status new_desc(sdpa_plan *p, cudnnBackendDescriptorType_t type, cudnnBackendDescriptor_t *out) {
+    if (p->ndescs == (int)(sizeof p->descs / sizeof p->descs[0]))
+        return kl_error(KL_ERR_INTERNAL, "too many cuDNN descriptors for one graph");
+    KL_TRY(cudnn_call(cudnnBackendCreateDescriptor(type, out)));
+    p->descs[p->ndescs++] = *out;
+    return KL_OK;
+}
+
+kl_status set_attr(cudnnBackendDescriptor_t d, cudnnBackendAttributeName_t name, cudnnBackendAttributeType_t type,
+                   int64_t count, const void *value) {
+    return cudnn_call(cudnnBackendSetAttribute(d, name, type, count, value));
+}
+
+kl_status tensor(sdpa_plan *p, cudnnBackendDescriptor_t *out, int64_t uid, cudnnDataType_t dt, const int64_t dims[4],
+                 const int64_t strides[4], bool is_virtual, bool by_value) {
+    const int64_t align = 16;
+    KL_TRY(new_desc(p, CUDNN_BACKEND_TENSOR_DESCRIPTOR, out));
+    KL_TRY(set_attr(*out, CUDNN_ATTR_TENSOR_DATA_TYPE, CUDNN_TYPE_DATA_TYPE, 1, &dt));
+    KL_TRY(set_attr(*out, CUDNN_ATTR_TENSOR_DIMENSIONS, CUDNN_TYPE_INT64, 4, dims));
+    KL_TRY(set_attr(*out, CUDNN_ATTR_TENSOR_STRIDES, CUDNN_TYPE_INT64, 4, strides));
+    KL_TRY(set_attr(*out, CUDNN_ATTR_TENSOR_UNIQUE_ID, CUDNN_TYPE_INT64, 1, &uid));
+    KL_TRY(set_attr(*out, CUDNN_ATTR_TENSOR_BYTE_ALIGNMENT, CUDNN_TYPE_INT64, 1, &align));
+    KL_TRY(set_attr(*out, CUDNN_ATTR_TENSOR_IS_VIRTUAL, CUDNN_TYPE_BOOLEAN, 1, &is_virtual));
+    if (by_value) KL_TRY(set_attr(*out, CUDNN_ATTR_TENSOR_IS_BY_VALUE, CUDNN_TYPE_BOOLEAN, 1, &by_value));
+    return cudnn_call(cudnnBackendFinalize(*out));
+}
+
+// y = mode(x[, b][, t]) computed in `prec`; axis >= 0 only for GEN_INDEX.
+kl_status pointwise(sdpa_plan *p, cudnnBackendDescriptor_t *op, cudnnPointwiseMode_t mode, cudnnDataType_t prec,
+                    cudnnBackendDescriptor_t x, cudnnBackendDescriptor_t b, cudnnBackendDescriptor_t t,
+                    cudnnBackendDescriptor_t y, int64_t axis) {
+    cudnnBackendDescriptor_t pw;
+    KL_TRY(new_desc(p, CUDNN_BACKEND_POINTWISE_DESCRIPTOR, &pw));
+    KL_TRY(set_attr(pw, CUDNN_ATTR_POINTWISE_MODE, CUDNN_TYPE_POINTWISE_MODE, 1, &mode));
+    KL_TRY(set_attr(pw, CUDNN_ATTR_POINTWISE_MATH_PREC, CUDNN_TYPE_DATA_TYPE, 1, &prec));
+    if (axis >= 0) KL_TRY(set_attr(pw, CUDNN_ATTR_POINTWISE_AXIS, CUDNN_TYPE_INT64, 1, &axis));
+    KL_TRY(cudnn_call(cudnnBackendFinalize(pw)));
+    KL_TRY(new_desc(p, CUDNN_BACKEND_OPERATION_POINTWISE_DESCRIPTOR, op));
+    KL_TRY(set_attr(*op, CUDNN_ATTR_OPERATION_POINTWISE_PW_DESCRIPTOR, CUDNN_TYPE_BACKEND_DESCRIPTOR, 1, &pw));
+    KL_TRY(set_attr(*op, CUDNN_ATTR_OPERATION_POINTWISE_XDESC, CUDNN_TYPE_BACKEND_DESCRIPTOR, 1, &x));
+    if (b) KL_TRY(set_attr(*op, CUDNN_ATTR_OPERATION_POINTWISE_BDESC, CUDNN_TYPE_BACKEND_DESCRIPTOR, 1, &b));
+    if (t) KL_TRY(set_attr(*op, CUDNN_ATTR_OPERATION_POINTWISE_TDESC, CUDNN_TYPE_BACKEND_DESCRIPTOR, 1, &t));
+    KL_TRY(set_attr(*op, CUDNN_ATTR_OPERATION_POINTWISE_YDESC, CUDNN_TYPE_BACKEND_DESCRIPTOR, 1, &y));
+    return cudnn_call(cudnnBackendFinalize(*op));
+}
+
+kl_status reduction(sdpa_plan *p, cudnnBackendDescriptor_t *op, cudnnReduceTensorOp_t mode, cudnnBackendDescriptor_t x,
+                    cudnnBackendDescriptor_t y) {
+    cudnnBackendDescriptor_t red;
+    const cudnnDataType_t f32 = CUDNN_DATA_FLOAT;
+    KL_TRY(new_desc(p, CUDNN_BACKEND_REDUCTION_DESCRIPTOR, &red));
+    KL_TRY(set_attr(red, CUDNN_ATTR_REDUCTION_OPERATOR, CUDNN_TYPE_REDUCTION_OPERATOR_TYPE, 1, &mode));
+    KL_TRY(set_attr(red, CUDNN_ATTR_REDUCTION_COMP_TYPE, CUDNN_TYPE_DATA_TYPE, 1, &f32));
+    KL_TRY(cudnn_call(cudnnBackendFinalize(red)));
+    KL_TRY(new_desc(p, CUDNN_BACKEND_OPERATION_REDUCTION_DESCRIPTOR, op));
+    KL_TRY(set_attr(*op, CUDNN_ATTR_OPERATION_REDUCTION_XDESC, CUDNN_TYPE_BACKEND_DESCRIPTOR, 1, &x));
+    KL_TRY(set_attr(*op, CUDNN_ATTR_OPERATION_REDUCTION_YDESC, CUDNN_TYPE_BACKEND_DESCRIPTOR, 1, &y));
+    KL_TRY(set_attr(*op, CUDNN_ATTR_OPERATION_REDUCTION_DESC, CUDNN_TYPE_BACKEND_DESCRIPTOR, 1, &red));
+    return cudnn_call(cudnnBackendFinalize(*op));
+}
+
+kl_status matmul(sdpa_plan *p, cudnnBackendDescriptor_t *op, cudnnBackendDescriptor_t a, cudnnBackendDescriptor_t b,
+                 cudnnBackendDescriptor_t c) {
+    cudnnBackendDescriptor_t mm;
+    const cudnnDataType_t f32 = CUDNN_DATA_FLOAT;
+    KL_TRY(new_desc(p, CUDNN_BACKEND_MATMUL_DESCRIPTOR, &mm));
+    KL_TRY(set_attr(mm, CUDNN_ATTR_MATMUL_COMP_TYPE, CUDNN_TYPE_DATA_TYPE, 1, &f32));
+    KL_TRY(cudnn_call(cudnnBackendFinalize(mm)));
+    KL_TRY(new_desc(p, CUDNN_BACKEND_OPERATION_MATMUL_DESCRIPTOR, op));
+    KL_TRY(set_attr(*op, CUDNN_ATTR_OPERATION_MATMUL_ADESC, CUDNN_TYPE_BACKEND_DESCRIPTOR, 1, &a));
+    KL_TRY(set_attr(*op, CUDNN_ATTR_OPERATION_MATMUL_BDESC, CUDNN_TYPE_BACKEND_DESCRIPTOR, 1, &b));
+    KL_TRY(set_attr(*op, CUDNN_ATTR_OPERATION_MATMUL_CDESC, CUDNN_TYPE_BACKEND_DESCRIPTOR, 1, &c));
+    KL_TRY(set_attr(*op, CUDNN_ATTR_OPERATION_MATMUL_DESC, CUDNN_TYPE_BACKEND_DESCRIPTOR, 1, &mm));
+    return cudnn_call(cudnnBackendFinalize(*op));
+}
+
+// Finalizes the first engine configuration the heuristics (mode A, then the fallback list) offer that builds
+// into an execution plan for the graph.
+kl_status choose_plan(cudnnHandle_t handle, sdpa_plan *p, cudnnBackendDescriptor_t graph) {
+    const cudnnBackendHeurMode_t modes[2] = {CUDNN_HEUR_MODE_A, CUDNN_HEUR_MODE_FALLBACK};
+    char tried[160] = "";
+    for (int mi = 0; mi < 2; mi++) {
+        cudnnBackendDescriptor_t heur;
+        KL_TRY(new_desc(p, CUDNN_BACKEND_ENGINEHEUR_DESCRIPTOR, &heur));
+        KL_TRY(set_attr(heur, CUDNN_ATTR_ENGINEHEUR_OPERATION_GRAPH, CUDNN_TYPE_BACKEND_DESCRIPTOR, 1, &graph));
+        KL_TRY(set_attr(heur, CUDNN_ATTR_ENGINEHEUR_MODE, CUDNN_TYPE_HEUR_MODE, 1, &modes[mi]));
+        if (cudnnBackendFinalize(heur) != CUDNN_STATUS_SUCCESS) continue;
+        int64_t count = 0;
+        if (cudnnBackendGetAttribute(heur, CUDNN_ATTR_ENGINEHEUR_RESULTS, CUDNN_TYPE_BACKEND_DESCRIPTOR, 0, &count,
+                                     NULL) != CUDNN_STATUS_SUCCESS)
+            continue;
+        if (count > 8) count = 8;
+        cudnnBackendDescriptor_t cfgs[8];
+        for (int64_t i = 0; i < count; i++) KL_TRY(new_desc(p, CUDNN_BACKEND_ENGINECFG_DESCRIPTOR, &cfgs[i]));
+        int64_t got = 0;
+        if (count == 0 || cudnnBackendGetAttribute(heur, CUDNN_ATTR_ENGINEHEUR_RESULTS, CUDNN_TYPE_BACKEND_DESCRIPTOR,
+                                                   count, &got, cfgs) != CUDNN_STATUS_SUCCESS)
+            got = 0;
+        size_t len = strlen(tried);
+        snprintf(tried + len, sizeof tried - len, "%s%s: %lld configs", len ? ", " : "", mi ? "fallback" : "mode A",
+                 (long long)got);
+        for (int64_t i = 0; i < got; i++) {
+            cudnnBackendDescriptor_t plan;
+            KL_TRY(new_desc(p, CUDNN_BACKEND_EXECUTION_PLAN_DESCRIPTOR, &plan));
+            KL_TRY(set_attr(plan, CUDNN_ATTR_EXECUTION_PLAN_HANDLE, CUDNN_TYPE_HANDLE, 1, &handle));
+            KL_TRY(set_attr(plan, CUDNN_ATTR_EXECUTION_PLAN_ENGINE_CONFIG, CUDNN_TYPE_BACKEND_DESCRIPTOR, 1, &cfgs[i]));
+            const cudnnStatus_t fs = cudnnBackendFinalize(plan);
+            if (fs != CUDNN_STATUS_SUCCESS) {
+                len = strlen(tried);
+                snprintf(tried + len, sizeof tried - len, " [#%lld: %s]", (long long)i, cudnnGetErrorString(fs));
+                continue;
+            }
+            int64_t ws = 0, n = 0;
+            KL_TRY(cudnn_call(cudnnBackendGetAttribute(plan, CUDNN_ATTR_EXECUTION_PLAN_WORKSPACE_SIZE,
+                                                       CUDNN_TYPE_INT64, 1, &n, &ws)));
+            p->plan = plan;
+            p->workspace = ws;
+            return KL_OK;
+        }
+    }
+    return kl_error(KL_ERR_UNSUPPORTED, "no engine accepted the graph (%s)", tried);
+}
+
+// The forward graph. Q(B,NH,T,HS), K^T(B,NKV,HS,T) and V(B,NKV,T,HS) are strided views of qkv; the kv-head
+// dimension broadcasts over the query heads (GQA).
+kl_status build_forward(cudnnHandle_t handle, sdpa_plan *p) {
+    const int64_t B = p->B, T = p->T, NH = p->NH, NKV = p->NKV, HS = p->HS;
+    const int64_t rs = (NH + 2 * NKV) * HS;  // qkv elements per position
+    const int64_t q_dim[4] = {B, NH, T, HS}, q_str[4] = {T * rs, HS, rs, 1};
+    const int64_t kt_dim[4] = {B, NKV, HS, T}, kt_str[4] = {T * rs, HS, 1, rs};
+    const int64_t v_dim[4] = {B, NKV, T, HS}, v_str[4] = {T * rs, HS, rs, 1};
+    const int64_t o_dim[4] = {B, NH, T, HS}, o_str[4] = {T * NH * HS, HS, NH * HS, 1};
+    const int64_t st_dim[4] = {B, NH, T, 1}, st_str[4] = {NH * T, T, 1, 1};
+    const int64_t s_dim[4] = {B, NH, T, T}, s_str[4] = {NH * T * T, T * T, T, 1};
+    const int64_t one[4] = {1, 1, 1, 1};
+    const cudnnDataType_t bf = CUDNN_DATA_BFLOAT16, f32 = CUDNN_DATA_FLOAT, i32 = CUDNN_DATA_INT32,
+                          bl = CUDNN_DATA_BOOLEAN;
+    cudnnBackendDescriptor_t q, kt, v, o, stats, scale, neg;
+    SDPA_TRY(tensor(p, &q, UID_Q, bf, q_dim, q_str, false, false), "tensor Q");
+    SDPA_TRY(tensor(p, &kt, UID_KT, bf, kt_dim, kt_str, false, false), "tensor K^T");
+    SDPA_TRY(tensor(p, &v, UID_V, bf, v_dim, v_str, false, false), "tensor V");
+    SDPA_TRY(tensor(p, &o, UID_O, bf, o_dim, o_str, false, false), "tensor O");
+    SDPA_TRY(tensor(p, &stats, UID_STATS, f32, st_dim, st_str, false, false), "tensor stats");
+    SDPA_TRY(tensor(p, &scale, UID_SCALE, f32, one, one, false, true), "scalar scale");
+    SDPA_TRY(tensor(p, &neg, UID_NEG, f32, one, one, false, true), "scalar -max");
+    int64_t uid = 100;
+    cudnnBackendDescriptor_t s, s1, row, col, mask, s2, mx, s3, e, z, logz, pr;
+    SDPA_TRY(tensor(p, &s, uid++, f32, s_dim, s_str, true, false), "virtual S");
+    SDPA_TRY(tensor(p, &s1, uid++, f32, s_dim, s_str, true, false), "virtual S*scale");
+    SDPA_TRY(tensor(p, &row, uid++, i32, s_dim, s_str, true, false), "virtual row index");
+    SDPA_TRY(tensor(p, &col, uid++, i32, s_dim, s_str, true, false), "virtual column index");
+    SDPA_TRY(tensor(p, &mask, uid++, bl, s_dim, s_str, true, false), "virtual causal mask");
+    SDPA_TRY(tensor(p, &s2, uid++, f32, s_dim, s_str, true, false), "virtual masked S");
+    SDPA_TRY(tensor(p, &mx, uid++, f32, st_dim, st_str, true, false), "virtual row max");
+    SDPA_TRY(tensor(p, &s3, uid++, f32, s_dim, s_str, true, false), "virtual S - max");
+    SDPA_TRY(tensor(p, &e, uid++, f32, s_dim, s_str, true, false), "virtual exp");
+    SDPA_TRY(tensor(p, &z, uid++, f32, st_dim, st_str, true, false), "virtual row sum");
+    SDPA_TRY(tensor(p, &logz, uid++, f32, st_dim, st_str, true, false), "virtual log sum");
+    SDPA_TRY(tensor(p, &pr, uid++, bf, s_dim, s_str, true, false), "virtual P");  // bmm2 takes P in the I/O type
+
+    cudnnBackendDescriptor_t ops[14];
+    int n = 0;
+    SDPA_TRY(matmul(p, &ops[n++], q, kt, s), "matmul Q K^T");
+    SDPA_TRY(pointwise(p, &ops[n++], CUDNN_POINTWISE_MUL, f32, s, scale, NULL, s1, -1), "scale");
+    SDPA_TRY(pointwise(p, &ops[n++], CUDNN_POINTWISE_GEN_INDEX, f32, s1, NULL, NULL, row, 2), "row index");
+    SDPA_TRY(pointwise(p, &ops[n++], CUDNN_POINTWISE_GEN_INDEX, f32, s1, NULL, NULL, col, 3), "column index");
+    SDPA_TRY(pointwise(p, &ops[n++], CUDNN_POINTWISE_CMP_GE, bl, row, col, NULL, mask, -1), "row >= column");
+    SDPA_TRY(pointwise(p, &ops[n++], CUDNN_POINTWISE_BINARY_SELECT, f32, s1, neg, mask, s2, -1), "causal select");
+    SDPA_TRY(reduction(p, &ops[n++], CUDNN_REDUCE_TENSOR_MAX, s2, mx), "row max");
+    SDPA_TRY(pointwise(p, &ops[n++], CUDNN_POINTWISE_SUB, f32, s2, mx, NULL, s3, -1), "subtract max");
+    SDPA_TRY(pointwise(p, &ops[n++], CUDNN_POINTWISE_EXP, f32, s3, NULL, NULL, e, -1), "exp");
+    SDPA_TRY(reduction(p, &ops[n++], CUDNN_REDUCE_TENSOR_ADD, e, z), "row sum");
+    SDPA_TRY(pointwise(p, &ops[n++], CUDNN_POINTWISE_LOG, f32, z, NULL, NULL, logz, -1), "log");
+    SDPA_TRY(pointwise(p, &ops[n++], CUDNN_POINTWISE_ADD, f32, mx, logz, NULL, stats, -1), "stats = max + log sum");
+    SDPA_TRY(pointwise(p, &ops[n++], CUDNN_POINTWISE_DIV, f32, e, z, NULL, pr, -1), "normalise");
+    SDPA_TRY(matmul(p, &ops[n++], pr, v, o), "matmul P V");
+
+    cudnnBackendDescriptor_t graph;
+    SDPA_TRY(new_desc(p, CUDNN_BACKEND_OPERATIONGRAPH_DESCRIPTOR, &graph), "operation graph");
+    SDPA_TRY(set_attr(graph, CUDNN_ATTR_OPERATIONGRAPH_OPS, CUDNN_TYPE_BACKEND_DESCRIPTOR, n, ops), "graph ops");
+    SDPA_TRY(set_attr(graph, CUDNN_ATTR_OPERATIONGRAPH_HANDLE, CUDNN_TYPE_HANDLE, 1, &handle), "graph handle");
+    SDPA_TRY(cudnn_call(cudnnBackendFinalize(graph)), "finalizing the operation graph");
+    SDPA_TRY(choose_plan(handle, p, graph), "execution plan");
+    return KL_OK;
+}
+
+void plan_release(sdpa_plan *p) {
+    for (int i = p->ndescs - 1; i >= 0; i--) cudnnBackendDestroyDescriptor(p->descs[i]);
+    memset(p, 0, sizeof *p);
+}
+
+// The cached plan for the shape, building it on first use. A shape cuDNN declined stays declined (p->failed).
+sdpa_plan *fwd_plan(kl_attention_ctx *ctx, int B, int T, int NH, int NKV, int HS) {
+    for (int i = 0; i < KL_ATTN_PLAN_CACHE; i++) {
+        sdpa_plan *p = &ctx->fwd[i];
+        if (p->used && p->B == B && p->T == T && p->NH == NH && p->NKV == NKV && p->HS == HS) return p;
+    }
+    int slot = -1;
+    for (int i = 0; i < KL_ATTN_PLAN_CACHE && slot < 0; i++)
+        if (!ctx->fwd[i].used) slot = i;
+    if (slot < 0) {
+        slot = ctx->next_evict;
+        ctx->next_evict = (ctx->next_evict + 1) % KL_ATTN_PLAN_CACHE;
+        plan_release(&ctx->fwd[slot]);
+    }
+    sdpa_plan *p = &ctx->fwd[slot];
+    memset(p, 0, sizeof *p);
+    p->used = 1;
+    p->B = B;
+    p->T = T;
+    p->NH = NH;
+    p->NKV = NKV;
+    p->HS = HS;
+    if (build_forward(ctx->handle, p) != KL_OK) {
+        char why[sizeof p->why];
+        snprintf(why, sizeof why, "%s", kl_last_error());
+        for (int i = p->ndescs - 1; i >= 0; i--) cudnnBackendDestroyDescriptor(p->descs[i]);
+        p->ndescs = 0;
+        p->plan = NULL;
+        p->failed = 1;
+        memcpy(p->why, why, sizeof why);
+        kl_clear_error();
+    }
+    return p;
+}
+
+kl_status cudnn_execute(cudnnHandle_t handle, cudnnBackendDescriptor_t plan, void *const *ptrs, const int64_t *uids,
+                        int64_t n, void *workspace) {
+    cudnnBackendDescriptor_t vp;
+    KL_TRY(cudnn_call(cudnnBackendCreateDescriptor(CUDNN_BACKEND_VARIANT_PACK_DESCRIPTOR, &vp)));
+    kl_status s = set_attr(vp, CUDNN_ATTR_VARIANT_PACK_DATA_POINTERS, CUDNN_TYPE_VOID_PTR, n, ptrs);
+    if (s == KL_OK) s = set_attr(vp, CUDNN_ATTR_VARIANT_PACK_UNIQUE_IDS, CUDNN_TYPE_INT64, n, uids);
+    if (s == KL_OK) s = set_attr(vp, CUDNN_ATTR_VARIANT_PACK_WORKSPACE, CUDNN_TYPE_VOID_PTR, 1, &workspace);
+    if (s == KL_OK) s = cudnn_call(cudnnBackendFinalize(vp));
+    if (s == KL_OK) s = cudnn_call(cudnnBackendExecute(handle, plan, vp));
+    cudnnBackendDestroyDescriptor(vp);
+    return s;
+}
+
+// KL_OK: ran on cuDNN. KL_ERR_UNSUPPORTED: cuDNN declined (ctx->note says why), nothing was launched.
+kl_status cudnn_forward(kl_attention_ctx *ctx, kl_bf16 *out, float *lse, const kl_bf16 *qkv, int B, int T, int NH,
+                        int NKV, int HS, void *workspace, size_t workspace_bytes, cudaStream_t stream) {
+    if (!ctx->handle) return kl_error(KL_ERR_UNSUPPORTED, "%s", ctx->note);
+    if (!kl::aligned16(out) || !kl::aligned16(qkv) || !kl::aligned16(lse) || HS % 8 != 0)
+        return kl_error(KL_ERR_UNSUPPORTED, "cuDNN SDPA forward: needs 16-byte aligned tensors and HS %% 8 == 0");
+    sdpa_plan *p = fwd_plan(ctx, B, T, NH, NKV, HS);
+    if (p->failed) return kl_error(KL_ERR_UNSUPPORTED, "%s", p->why);
+    if ((size_t)p->workspace > workspace_bytes || (p->workspace > 0 && !workspace))
+        return kl_error(KL_ERR_UNSUPPORTED, "cuDNN SDPA forward: needs %lld bytes of workspace, got %zu",
+                        (long long)p->workspace, workspace ? workspace_bytes : (size_t)0);
+    float scale = 1.0f / sqrtf((float)HS), neg = -FLT_MAX;
+    const kl_bf16 *x = qkv;
+    void *ptrs[7] = {(void *)x, (void *)(x + (size_t)NH * HS), (void *)(x + (size_t)(NH + NKV) * HS), out, lse,
+                     &scale, &neg};
+    const int64_t uids[7] = {UID_Q, UID_KT, UID_V, UID_O, UID_STATS, UID_SCALE, UID_NEG};
+    KL_TRY(cudnn_call(cudnnSetStream(ctx->handle, stream)));
+    kl_status s = cudnn_execute(ctx->handle, p->plan, ptrs, uids, 7, workspace);
+    return s == KL_OK ? s : kl_error_context(s, "cuDNN SDPA forward (B=%d T=%d NH=%d NKV=%d HS=%d)", B, T, NH, NKV, HS);
+}
+
+}  // namespace
+#endif  // KILN_HAVE_CUDNN
+
+// ---- the context -------------------------------------------------------------------------------------------------
+
+extern "C" kl_status kl_attention_ctx_create(kl_attention_ctx **out, kl_attn_backend backend) {
+    *out = NULL;
+    if (backend < KL_ATTN_AUTO || backend > KL_ATTN_OWN_SIMPLE)
+        return kl_error(KL_ERR_INVALID, "attention context: unknown backend %d", (int)backend);
+    kl_attention_ctx *ctx = (kl_attention_ctx *)kl_calloc(1, sizeof *ctx, "attention context");
+    if (!ctx) return KL_ERR_OOM;
+    ctx->backend = backend;
+    ctx->last = "";
+#if defined(KILN_HAVE_CUDNN)
+    if (backend == KL_ATTN_AUTO || backend == KL_ATTN_CUDNN) {
+        const cudnnStatus_t st = cudnnCreate(&ctx->handle);
+        if (st != CUDNN_STATUS_SUCCESS) {
+            ctx->handle = NULL;
+            snprintf(ctx->note, sizeof ctx->note, "cudnnCreate: %s", cudnnGetErrorString(st));
+        }
+    }
+#else
+    snprintf(ctx->note, sizeof ctx->note, "kiln was built without cuDNN");
+#endif
+    *out = ctx;
+    return KL_OK;
+}
+
+extern "C" void kl_attention_ctx_destroy(kl_attention_ctx *ctx) {
+    if (!ctx) return;
+#if defined(KILN_HAVE_CUDNN)
+    for (int i = 0; i < KL_ATTN_PLAN_CACHE; i++)
+        if (ctx->fwd[i].used) plan_release(&ctx->fwd[i]);
+    if (ctx->handle) cudnnDestroy(ctx->handle);
+#endif
+    free(ctx);
+}
+
+extern "C" const char *kl_attention_ctx_last_backend(const kl_attention_ctx *ctx) { return ctx->last; }
+
+extern "C" const char *kl_attention_ctx_cudnn_note(const kl_attention_ctx *ctx) { return ctx->note; }
+
+extern "C" size_t kl_attention_workspace_bytes(kl_attention_ctx *ctx, int B, int T, int NH, int NKV, int HS) {
+    size_t need = kl_attention_own_workspace_bytes(B, T, NH);
+#if defined(KILN_HAVE_CUDNN)
+    if (ctx && ctx->handle && B > 0 && T > 0 && NH > 0 && NKV > 0 && HS > 0 && NH % NKV == 0 && HS % 8 == 0) {
+        const sdpa_plan *p = fwd_plan(ctx, B, T, NH, NKV, HS);
+        if (!p->failed && (size_t)p->workspace > need) need = ((size_t)p->workspace + 255) / 256 * 256;
+    }
+#else
+    (void)ctx;
+    (void)NKV;
+    (void)HS;
+#endif
+    return need;
+}
+
+extern "C" kl_status kl_attention_forward_cuda(kl_attention_ctx *ctx, kl_bf16 *out, float *lse, const kl_bf16 *qkv,
+                                               int B, int T, int NH, int NKV, int HS, void *workspace,
+                                               size_t workspace_bytes, struct CUstream_st *stream) {
+    if (!ctx) return kl_error(KL_ERR_INVALID, "attention forward: expected a context, got NULL");
+#if !defined(KILN_HAVE_CUDNN)
+    (void)workspace;
+    (void)workspace_bytes;
+#endif
+    if (ctx->backend == KL_ATTN_AUTO || ctx->backend == KL_ATTN_CUDNN) {
+#if defined(KILN_HAVE_CUDNN)
+        if (B > 0 && T > 0 && NH > 0 && NKV > 0 && HS > 0 && NH % NKV == 0) {
+            const kl_status s = cudnn_forward(ctx, out, lse, qkv, B, T, NH, NKV, HS, workspace, workspace_bytes,
+                                              (cudaStream_t)stream);
+            if (s == KL_OK) {
+                ctx->last = "cudnn";
+                ctx->note[0] = 0;
+                return KL_OK;
+            }
+            if (s != KL_ERR_UNSUPPORTED || ctx->backend == KL_ATTN_CUDNN) return s;
+            snprintf(ctx->note, sizeof ctx->note, "%s", kl_last_error());
+            kl_clear_error();
+        }
+#endif
+        if (ctx->backend == KL_ATTN_CUDNN)
+            return kl_error(KL_ERR_UNSUPPORTED, "attention forward: cuDNN requested but unavailable: %s", ctx->note);
+    }
+    const int simple = ctx->backend == KL_ATTN_OWN_SIMPLE;
+    KL_TRY(kl_attention_forward_own_cuda(out, lse, qkv, B, T, NH, NKV, HS, simple, stream));
+    ctx->last = !simple && kl_attention_own_mma_applies(HS, out, qkv, NULL, NULL) ? "own-mma" : "own-simple";
+    return KL_OK;
+}
+
+// The backward always runs the own kernels: cuDNN's fused backward is not expressible here with confidence (its
+// composite graph needs version-specific workspace tensors — an FP32 dQ accumulator, the softmax-sum vector,
+// full-head dK/dV for GQA — that the C++ frontend normally derives), and on Hopper it accumulates dQ with atomics
+// unless a deterministic engine option is selected; the own kernels are deterministic by construction.
+extern "C" kl_status kl_attention_backward_cuda(kl_attention_ctx *ctx, kl_bf16 *dqkv, const kl_bf16 *dout,
+                                                const kl_bf16 *out, const float *lse, const kl_bf16 *qkv, int B, int T,
+                                                int NH, int NKV, int HS, void *workspace, size_t workspace_bytes,
+                                                struct CUstream_st *stream) {
+    if (!ctx) return kl_error(KL_ERR_INVALID, "attention backward: expected a context, got NULL");
+    if (ctx->backend == KL_ATTN_CUDNN)
+        return kl_error(KL_ERR_UNSUPPORTED, "attention backward: cuDNN's fused backward is not wired in; use "
+                                            "KL_ATTN_AUTO or KL_ATTN_OWN");
+    const int simple = ctx->backend == KL_ATTN_OWN_SIMPLE;
+    KL_TRY(kl_attention_backward_own_cuda(dqkv, dout, out, lse, qkv, B, T, NH, NKV, HS, workspace, workspace_bytes,
+                                          simple, stream));
+    ctx->last = !simple && kl_attention_own_mma_applies(HS, dqkv, dout, qkv, NULL) ? "own-mma" : "own-simple";
+    return KL_OK;
+}

@@ -1,0 +1,449 @@
+// matmul.cu — the linear layer in BF16 on the GPU (kernels/matmul_cuda.h): cuBLASLt products with a per-context
+// cache of descriptors, layouts and heuristic choices; a small own tiled kernel for shapes cuBLASLt declines
+// (and for tests); the deterministic two-pass dbias column sum. Row-major kiln tensors are handed to the
+// column-major BLAS as their transposes, so forward is the "TN" product out^T = w . inp^T.
+#include <cublasLt.h>
+#include <cuda_bf16.h>
+#include <cuda_runtime.h>
+
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "cuda_check.cuh"
+#include "matmul_cuda.h"
+
+#define KL_GEMM_CACHE_SIZE 128
+
+// Everything a cached plan depends on. All int32 so that memcmp compares no padding.
+struct gemm_key {
+    int32_t transa, transb, m, n, k, lda, ldb, ldd;
+    int32_t d_f32, has_bias, beta_nonzero;
+    int32_t align_a, align_b, align_d, align_bias;  // bytes, powers of two capped at 256
+};
+
+struct gemm_plan {
+    gemm_key key;
+    int used;
+    int use_fallback;  // cuBLASLt offered no algorithm: the own kernel runs this shape
+    cublasLtMatmulDesc_t desc;
+    cublasLtMatrixLayout_t la, lb, ld;
+    cublasLtMatmulAlgo_t algo;
+};
+
+struct kl_gemm_ctx {
+    cublasLtHandle_t lt;
+    void *ws;
+    size_t ws_bytes;
+    int force_fallback;
+    int next_evict;
+    kl_gemm_stats stats;
+    gemm_plan cache[KL_GEMM_CACHE_SIZE];
+};
+
+// ---- the own fallback kernel ---------------------------------------------------------------------------------
+// D(m,n) = alpha op(A) op(B) + beta D (+ bias(m)), column-major, 32x32 output tiles, 256 threads each computing a
+// 2x2 patch, k in steps of 32 through shared memory. FP32 accumulation in k order: simple and deterministic.
+
+__device__ __forceinline__ float ld_bf16(const __nv_bfloat16 *p) { return __bfloat162float(*p); }
+__device__ __forceinline__ void st_out(float *p, float v) { *p = v; }
+__device__ __forceinline__ void st_out(__nv_bfloat16 *p, float v) { *p = __float2bfloat16_rn(v); }
+__device__ __forceinline__ float ld_out(const float *p) { return *p; }
+__device__ __forceinline__ float ld_out(const __nv_bfloat16 *p) { return __bfloat162float(*p); }
+
+template <typename TD>
+__global__ void gemm_fallback_kernel(int transa, int transb, int m, int n, int k, float alpha,
+                                     const __nv_bfloat16 *A, int lda, const __nv_bfloat16 *B, int ldb, float beta,
+                                     TD *D, int ldd, const __nv_bfloat16 *bias) {
+    __shared__ float As[32][33];  // As[i][kk] = op(A)(m0+i, k0+kk)
+    __shared__ float Bs[32][33];  // Bs[kk][j] = op(B)(k0+kk, n0+j)
+    const int tx = threadIdx.x, ty = threadIdx.y, tid = ty * 16 + tx;
+    const long m0 = (long)blockIdx.x * 32, n0 = (long)blockIdx.y * 32;
+    float acc[2][2] = {{0.f, 0.f}, {0.f, 0.f}};
+    for (int k0 = 0; k0 < k; k0 += 32) {
+        for (int r = 0; r < 4; r++) {
+            const int idx = tid + 256 * r, i = idx & 31, kk = idx >> 5;
+            const long gi = m0 + i, gk = k0 + kk;
+            float a = 0.f;
+            if (gi < m && gk < k) a = ld_bf16(transa ? A + gk + gi * (long)lda : A + gi + gk * (long)lda);
+            As[i][kk] = a;
+            const long gj = n0 + i;  // reuse i as the column index for B
+            float b = 0.f;
+            if (gj < n && gk < k) b = ld_bf16(transb ? B + gj + gk * (long)ldb : B + gk + gj * (long)ldb);
+            Bs[kk][i] = b;
+        }
+        __syncthreads();
+#pragma unroll 8
+        for (int kk = 0; kk < 32; kk++) {
+            const float a0 = As[tx][kk], a1 = As[tx + 16][kk];
+            const float b0 = Bs[kk][ty], b1 = Bs[kk][ty + 16];
+            acc[0][0] = fmaf(a0, b0, acc[0][0]);
+            acc[0][1] = fmaf(a0, b1, acc[0][1]);
+            acc[1][0] = fmaf(a1, b0, acc[1][0]);
+            acc[1][1] = fmaf(a1, b1, acc[1][1]);
+        }
+        __syncthreads();
+    }
+    for (int a = 0; a < 2; a++)
+        for (int b = 0; b < 2; b++) {
+            const long gi = m0 + tx + 16 * a, gj = n0 + ty + 16 * b;
+            if (gi >= m || gj >= n) continue;
+            TD *d = D + gi + gj * (long)ldd;
+            float v = alpha * acc[a][b];
+            if (beta != 0.f) v += beta * ld_out(d);  // beta == 0 never reads D (it may hold garbage)
+            if (bias) v += ld_bf16(bias + gi);
+            st_out(d, v);
+        }
+}
+
+static kl_status gemm_fallback(const gemm_key *key, float alpha, const void *A, const void *B, float beta, void *D,
+                               const void *bias, cudaStream_t stream) {
+    dim3 block(16, 16), grid((unsigned)((key->m + 31) / 32), (unsigned)((key->n + 31) / 32));
+    if (grid.y > 65535u)
+        return kl_error(KL_ERR_UNSUPPORTED, "matmul fallback: n = %d exceeds the kernel's grid limit", key->n);
+    const __nv_bfloat16 *a = (const __nv_bfloat16 *)A, *b = (const __nv_bfloat16 *)B;
+    if (key->d_f32)
+        gemm_fallback_kernel<float><<<grid, block, 0, stream>>>(key->transa, key->transb, key->m, key->n, key->k, alpha,
+                                                                a, key->lda, b, key->ldb, beta, (float *)D,
+                                                                key->ldd, (const __nv_bfloat16 *)bias);
+    else
+        gemm_fallback_kernel<__nv_bfloat16><<<grid, block, 0, stream>>>(
+            key->transa, key->transb, key->m, key->n, key->k, alpha, a, key->lda, b, key->ldb, beta,
+            (__nv_bfloat16 *)D, key->ldd, (const __nv_bfloat16 *)bias);
+    KL_CUDA_CHECK_LAUNCH();
+    return KL_OK;
+}
+
+// ---- plans: descriptors, layouts, algorithm --------------------------------------------------------------------
+
+static int32_t ptr_alignment(const void *p) {
+    uintptr_t u = (uintptr_t)p;
+    int32_t a = 1;
+    while (a < 256 && (u & (uintptr_t)(2 * a - 1)) == 0) a *= 2;
+    return a;
+}
+
+static void plan_release(gemm_plan *p) {
+    if (p->desc) cublasLtMatmulDescDestroy(p->desc);
+    if (p->la) cublasLtMatrixLayoutDestroy(p->la);
+    if (p->lb) cublasLtMatrixLayoutDestroy(p->lb);
+    if (p->ld) cublasLtMatrixLayoutDestroy(p->ld);
+    memset(p, 0, sizeof *p);
+}
+
+// Creates the matmul descriptor and the three layouts into p (p owns whatever was created, even on failure).
+static kl_status plan_descriptors(const gemm_key *key, const void *bias, gemm_plan *p) {
+    const cublasOperation_t ta = key->transa ? CUBLAS_OP_T : CUBLAS_OP_N;
+    const cublasOperation_t tb = key->transb ? CUBLAS_OP_T : CUBLAS_OP_N;
+    KL_CUBLAS_CHECK(cublasLtMatmulDescCreate(&p->desc, CUBLAS_COMPUTE_32F, CUDA_R_32F));
+    KL_CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(p->desc, CUBLASLT_MATMUL_DESC_TRANSA, &ta, sizeof ta));
+    KL_CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(p->desc, CUBLASLT_MATMUL_DESC_TRANSB, &tb, sizeof tb));
+    if (key->has_bias) {
+        const cublasLtEpilogue_t ep = CUBLASLT_EPILOGUE_BIAS;
+        const int32_t bias_type = CUDA_R_16BF;
+        KL_CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(p->desc, CUBLASLT_MATMUL_DESC_EPILOGUE, &ep, sizeof ep));
+        KL_CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(p->desc, CUBLASLT_MATMUL_DESC_BIAS_DATA_TYPE, &bias_type,
+                                                       sizeof bias_type));
+        // the heuristic reads the pointer's value to learn its alignment
+        KL_CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(p->desc, CUBLASLT_MATMUL_DESC_BIAS_POINTER, &bias, sizeof bias));
+    }
+    const uint64_t a_rows = (uint64_t)(key->transa ? key->k : key->m), a_cols = (uint64_t)(key->transa ? key->m : key->k);
+    const uint64_t b_rows = (uint64_t)(key->transb ? key->n : key->k), b_cols = (uint64_t)(key->transb ? key->k : key->n);
+    KL_CUBLAS_CHECK(cublasLtMatrixLayoutCreate(&p->la, CUDA_R_16BF, a_rows, a_cols, key->lda));
+    KL_CUBLAS_CHECK(cublasLtMatrixLayoutCreate(&p->lb, CUDA_R_16BF, b_rows, b_cols, key->ldb));
+    KL_CUBLAS_CHECK(cublasLtMatrixLayoutCreate(&p->ld, key->d_f32 ? CUDA_R_32F : CUDA_R_16BF, (uint64_t)key->m,
+                                               (uint64_t)key->n, key->ldd));
+    return KL_OK;
+}
+
+// Asks the heuristic for the best algorithm that fits the workspace and the operands' alignments. No algorithm
+// is not an error: the plan then routes the shape to the own kernel.
+static kl_status plan_choose(kl_gemm_ctx *ctx, cublasLtMatmulPreference_t pref, gemm_plan *p) {
+    const gemm_key *key = &p->key;
+    const uint64_t ws = ctx->ws_bytes;
+    const uint32_t al_a = (uint32_t)key->align_a, al_b = (uint32_t)key->align_b, al_d = (uint32_t)key->align_d;
+    KL_CUBLAS_CHECK(cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES, &ws, sizeof ws));
+    if (!key->d_f32) {
+        // split-K partial sums must stay FP32: the in-place and output-type schemes would sum them in BF16
+        const uint32_t schemes = CUBLASLT_REDUCTION_SCHEME_NONE | CUBLASLT_REDUCTION_SCHEME_COMPUTE_TYPE;
+        KL_CUBLAS_CHECK(cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_REDUCTION_SCHEME_MASK, &schemes,
+                                                             sizeof schemes));
+    }
+    KL_CUBLAS_CHECK(cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_A_BYTES, &al_a,
+                                                         sizeof al_a));
+    KL_CUBLAS_CHECK(cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_B_BYTES, &al_b,
+                                                         sizeof al_b));
+    KL_CUBLAS_CHECK(cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_C_BYTES, &al_d,
+                                                         sizeof al_d));
+    KL_CUBLAS_CHECK(cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_D_BYTES, &al_d,
+                                                         sizeof al_d));
+    cublasLtMatmulHeuristicResult_t res[4];
+    int nres = 0;
+    const cublasStatus_t hs =
+        cublasLtMatmulAlgoGetHeuristic(ctx->lt, p->desc, p->la, p->lb, p->ld, p->ld, pref, 4, res, &nres);
+    p->use_fallback = 1;
+    if (hs != CUBLAS_STATUS_SUCCESS) return KL_OK;  // typically NOT_SUPPORTED for this shape/alignment
+    for (int i = 0; i < nres; i++)
+        if (res[i].state == CUBLAS_STATUS_SUCCESS && res[i].workspaceSize <= ctx->ws_bytes) {
+            p->algo = res[i].algo;
+            p->use_fallback = 0;
+            break;
+        }
+    return KL_OK;
+}
+
+static kl_status plan_create_pref(cublasLtMatmulPreference_t *pref) {
+    KL_CUBLAS_CHECK(cublasLtMatmulPreferenceCreate(pref));
+    return KL_OK;
+}
+
+static kl_status plan_build(kl_gemm_ctx *ctx, const gemm_key *key, const void *bias, gemm_plan *p) {
+    memset(p, 0, sizeof *p);
+    p->key = *key;
+    kl_status s = plan_descriptors(key, bias, p);
+    if (s == KL_OK) {
+        cublasLtMatmulPreference_t pref = NULL;
+        s = plan_create_pref(&pref);
+        if (s == KL_OK) s = plan_choose(ctx, pref, p);
+        if (pref) cublasLtMatmulPreferenceDestroy(pref);
+    }
+    if (s != KL_OK) {
+        plan_release(p);
+        return kl_error_context(s, "matmul: building the cuBLASLt plan for m=%d n=%d k=%d", key->m, key->n, key->k);
+    }
+    p->used = 1;
+    return KL_OK;
+}
+
+static void cache_clear(kl_gemm_ctx *ctx) {
+    for (int i = 0; i < KL_GEMM_CACHE_SIZE; i++)
+        if (ctx->cache[i].used) plan_release(&ctx->cache[i]);
+    ctx->next_evict = 0;
+}
+
+// Finds or builds the plan for `key`. A full cache evicts round robin (a model has a few dozen shapes).
+static kl_status cache_get(kl_gemm_ctx *ctx, const gemm_key *key, const void *bias, gemm_plan **out) {
+    int free_slot = -1;
+    for (int i = 0; i < KL_GEMM_CACHE_SIZE; i++) {
+        if (!ctx->cache[i].used) {
+            if (free_slot < 0) free_slot = i;
+            continue;
+        }
+        if (memcmp(&ctx->cache[i].key, key, sizeof *key) == 0) {
+            ctx->stats.cache_hits++;
+            *out = &ctx->cache[i];
+            return KL_OK;
+        }
+    }
+    ctx->stats.cache_misses++;
+    if (free_slot < 0) {
+        free_slot = ctx->next_evict;
+        ctx->next_evict = (ctx->next_evict + 1) % KL_GEMM_CACHE_SIZE;
+        plan_release(&ctx->cache[free_slot]);
+    }
+    KL_TRY(plan_build(ctx, key, bias, &ctx->cache[free_slot]));
+    *out = &ctx->cache[free_slot];
+    return KL_OK;
+}
+
+// ---- context ---------------------------------------------------------------------------------------------------
+
+extern "C" kl_status kl_gemm_ctx_create(kl_gemm_ctx **out, void *workspace, size_t workspace_bytes) {
+    *out = NULL;
+    kl_gemm_ctx *ctx = (kl_gemm_ctx *)kl_calloc(1, sizeof *ctx, "GEMM context");
+    if (!ctx) return KL_ERR_OOM;
+    const cublasStatus_t cs = cublasLtCreate(&ctx->lt);
+    if (cs != CUBLAS_STATUS_SUCCESS) {
+        free(ctx);
+        return kl_error(KL_ERR_INTERNAL, "creating the GEMM context: cublasLtCreate: %s", cublasGetStatusString(cs));
+    }
+    ctx->ws = workspace;
+    ctx->ws_bytes = workspace ? workspace_bytes : 0;
+    *out = ctx;
+    return KL_OK;
+}
+
+extern "C" void kl_gemm_ctx_destroy(kl_gemm_ctx *ctx) {
+    if (!ctx) return;
+    cache_clear(ctx);
+    cublasLtDestroy(ctx->lt);
+    free(ctx);
+}
+
+extern "C" kl_status kl_gemm_ctx_set_workspace(kl_gemm_ctx *ctx, void *workspace, size_t workspace_bytes) {
+    cache_clear(ctx);
+    ctx->ws = workspace;
+    ctx->ws_bytes = workspace ? workspace_bytes : 0;
+    return KL_OK;
+}
+
+extern "C" void kl_gemm_ctx_force_fallback(kl_gemm_ctx *ctx, int on) { ctx->force_fallback = on != 0; }
+
+extern "C" kl_gemm_stats kl_gemm_ctx_stats(const kl_gemm_ctx *ctx) { return ctx->stats; }
+
+// ---- the general product ---------------------------------------------------------------------------------------
+
+static kl_status gemm_run(kl_gemm_ctx *ctx, gemm_plan *p, float alpha, const void *A, const void *B, float beta,
+                          void *D, const void *bias, cudaStream_t st) {
+    if (bias)
+        KL_CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(p->desc, CUBLASLT_MATMUL_DESC_BIAS_POINTER, &bias, sizeof bias));
+    KL_CUBLAS_CHECK(cublasLtMatmul(ctx->lt, p->desc, &alpha, A, p->la, B, p->lb, &beta, D, p->ld, D, p->ld, &p->algo,
+                                   ctx->ws, ctx->ws_bytes, st));
+    return KL_OK;
+}
+
+extern "C" kl_status kl_gemm_bf16_cuda(kl_gemm_ctx *ctx, int transa, int transb, int m, int n, int k, float alpha,
+                                       const kl_bf16 *A, int lda, const kl_bf16 *B, int ldb, float beta, void *D,
+                                       int ldd, int d_is_f32, const kl_bf16 *bias, struct CUstream_st *stream) {
+    if (!ctx) return kl_error(KL_ERR_INVALID, "gemm: expected a GEMM context, got NULL");
+    if (m < 0 || n < 0 || k < 0)
+        return kl_error(KL_ERR_INVALID, "gemm: expected m, n, k >= 0, got m=%d n=%d k=%d", m, n, k);
+    if (m == 0 || n == 0) return KL_OK;
+    const int a_rows = transa ? k : m, b_rows = transb ? n : k;
+    if (lda < (a_rows > 1 ? a_rows : 1) || ldb < (b_rows > 1 ? b_rows : 1) || ldd < m)
+        return kl_error(KL_ERR_INVALID,
+                        "gemm: leading dimensions too small: lda=%d (need >= %d), ldb=%d (need >= %d), ldd=%d "
+                        "(need >= %d)", lda, a_rows, ldb, b_rows, ldd, m);
+    if (!D || (k > 0 && (!A || !B)))
+        return kl_error(KL_ERR_INVALID, "gemm: NULL matrix pointer (A=%p B=%p D=%p)", (const void *)A,
+                        (const void *)B, D);
+    if (bias && d_is_f32)
+        return kl_error(KL_ERR_UNSUPPORTED, "gemm: the bias epilogue is implemented for BF16 outputs only");
+    gemm_key key;
+    memset(&key, 0, sizeof key);
+    key.transa = transa != 0;
+    key.transb = transb != 0;
+    key.m = m;
+    key.n = n;
+    key.k = k;
+    key.lda = lda;
+    key.ldb = ldb;
+    key.ldd = ldd;
+    key.d_f32 = d_is_f32 != 0;
+    key.has_bias = bias != NULL;
+    key.beta_nonzero = beta != 0.f;
+    key.align_a = ptr_alignment(A);
+    key.align_b = ptr_alignment(B);
+    key.align_d = ptr_alignment(D);
+    key.align_bias = bias ? ptr_alignment(bias) : 0;
+    cudaStream_t st = (cudaStream_t)stream;
+
+    // cuBLASLt's kernels for layouts that are not 16-byte aligned were seen (H200, cuBLAS 13.0, 37x45x29) to add
+    // the bias after rounding the product to BF16 — bf16(bf16(acc) + bias), up to one BF16 ulp of the product off
+    // when bias and product cancel. A bias on such a layout therefore runs on the own kernel (FP32 epilogue).
+    const bool aligned_layout = m % 8 == 0 && lda % 8 == 0 && ldb % 8 == 0 && ldd % 8 == 0 && key.align_a >= 16 &&
+                                key.align_b >= 16 && key.align_d >= 16 && (!bias || key.align_bias >= 16);
+    if (ctx->force_fallback || k == 0 || (bias && !aligned_layout)) {
+        ctx->stats.fallback_calls++;
+        return gemm_fallback(&key, alpha, A, B, beta, D, bias, st);
+    }
+    gemm_plan *p = NULL;
+    KL_TRY(cache_get(ctx, &key, bias, &p));
+    if (p->use_fallback) {
+        ctx->stats.fallback_calls++;
+        return gemm_fallback(&key, alpha, A, B, beta, D, bias, st);
+    }
+    const kl_status s = gemm_run(ctx, p, alpha, A, B, beta, D, bias, st);
+    if (s) return kl_error_context(s, "gemm m=%d n=%d k=%d", m, n, k);
+    ctx->stats.cublaslt_calls++;
+    return KL_OK;
+}
+
+// ---- dbias: deterministic column sums --------------------------------------------------------------------------
+// Pass 1: block (32 columns x 8 row groups) sums rows [r0, r1) of its split in order, then the 8 row groups in
+// order; pass 2 sums the splits in order. With one split pass 1 adds straight into dbias.
+
+__global__ void dbias_partial_kernel(float *dst, int add_into, const __nv_bfloat16 *dout, int N, int OC,
+                                     int rows_per_split) {
+    __shared__ float red[8][33];
+    const int c = blockIdx.x * 32 + threadIdx.x, s = blockIdx.y;
+    const int r0 = s * rows_per_split, r1 = min(N, r0 + rows_per_split);
+    float acc = 0.f;
+    if (c < OC)
+        for (int r = r0 + (int)threadIdx.y; r < r1; r += 8) acc += __bfloat162float(dout[(size_t)r * OC + c]);
+    red[threadIdx.y][threadIdx.x] = acc;
+    __syncthreads();
+    if (threadIdx.y == 0 && c < OC) {
+        float t = 0.f;
+        for (int y = 0; y < 8; y++) t += red[y][threadIdx.x];
+        if (add_into)
+            dst[c] += t;
+        else
+            dst[(size_t)s * OC + c] = t;
+    }
+}
+
+__global__ void dbias_finish_kernel(float *dbias, const float *partial, int splits, int OC) {
+    const int c = blockIdx.x * blockDim.x + threadIdx.x;
+    if (c >= OC) return;
+    float t = 0.f;
+    for (int s = 0; s < splits; s++) t += partial[(size_t)s * OC + c];
+    dbias[c] += t;
+}
+
+static kl_status dbias_sum(kl_gemm_ctx *ctx, float *dbias, const __nv_bfloat16 *dout, int N, int OC,
+                           cudaStream_t st) {
+    if (N == 0 || OC == 0) return KL_OK;
+    const int col_blocks = (OC + 31) / 32;
+    // Aim at ~512 blocks (a fixed number, not the SM count, so the summation order is the same on every GPU),
+    // at least 64 rows a split, and partial sums that fit the workspace.
+    int splits = (512 + col_blocks - 1) / col_blocks;
+    const int max_by_rows = (N + 63) / 64;
+    if (splits > max_by_rows) splits = max_by_rows;
+    const size_t fit = ctx->ws_bytes / ((size_t)OC * sizeof(float));
+    if ((size_t)splits > fit) splits = (int)fit;
+    if (splits < 1) splits = 1;
+    const int rows = (N + splits - 1) / splits;
+    splits = (N + rows - 1) / rows;
+    dim3 block(32, 8), grid((unsigned)col_blocks, (unsigned)splits);
+    if (splits == 1) {
+        dbias_partial_kernel<<<grid, block, 0, st>>>(dbias, 1, dout, N, OC, rows);
+    } else {
+        float *partial = (float *)ctx->ws;
+        dbias_partial_kernel<<<grid, block, 0, st>>>(partial, 0, dout, N, OC, rows);
+        dbias_finish_kernel<<<(OC + 255) / 256, 256, 0, st>>>(dbias, partial, splits, OC);
+    }
+    KL_CUDA_CHECK_LAUNCH();
+    return KL_OK;
+}
+
+// ---- the linear layer ------------------------------------------------------------------------------------------
+
+static kl_status check_dims(const char *where, int N, int IC, int OC) {
+    if (N < 0 || IC < 0 || OC < 0)
+        return kl_error(KL_ERR_INVALID, "%s: expected N, IC, OC >= 0, got N=%d IC=%d OC=%d", where, N, IC, OC);
+    return KL_OK;
+}
+
+extern "C" kl_status kl_matmul_forward_cuda(kl_gemm_ctx *ctx, kl_bf16 *out, const kl_bf16 *inp, const kl_bf16 *w,
+                                            const kl_bf16 *bias, int N, int IC, int OC, struct CUstream_st *stream) {
+    KL_TRY(check_dims("matmul forward", N, IC, OC));
+    // column-major view: out^T(OC,N) = w(IC,OC)^T . inp^T(IC,N)
+    kl_status s = kl_gemm_bf16_cuda(ctx, 1, 0, OC, N, IC, 1.f, w, IC > 0 ? IC : 1, inp, IC > 0 ? IC : 1, 0.f, out,
+                                    OC, 0, bias, stream);
+    return s == KL_OK ? s : kl_error_context(s, "matmul forward (N=%d IC=%d OC=%d)", N, IC, OC);
+}
+
+extern "C" kl_status kl_matmul_backward_cuda(kl_gemm_ctx *ctx, kl_bf16 *dinp, float *dw, float *dbias,
+                                             const kl_bf16 *dout, const kl_bf16 *inp, const kl_bf16 *w, int N, int IC,
+                                             int OC, struct CUstream_st *stream) {
+    KL_TRY(check_dims("matmul backward", N, IC, OC));
+    kl_status s = KL_OK;
+    if (dinp) {
+        // dinp^T(IC,N) = w^T(IC,OC) . dout^T(OC,N); with OC = 0 this writes zeros (k = 0, beta = 0)
+        s = kl_gemm_bf16_cuda(ctx, 0, 0, IC, N, OC, 1.f, w, IC > 0 ? IC : 1, dout, OC > 0 ? OC : 1, 0.f, dinp,
+                              IC > 0 ? IC : 1, 0, NULL, stream);
+        if (s) return kl_error_context(s, "matmul backward dinp (N=%d IC=%d OC=%d)", N, IC, OC);
+    }
+    if (dw) {
+        // dw^T(IC,OC) += inp^T(IC,N) . dout(N,OC)
+        s = kl_gemm_bf16_cuda(ctx, 0, 1, IC, OC, N, 1.f, inp, IC > 0 ? IC : 1, dout, OC > 0 ? OC : 1, 1.f, dw,
+                              IC > 0 ? IC : 1, 1, NULL, stream);
+        if (s) return kl_error_context(s, "matmul backward dw (N=%d IC=%d OC=%d)", N, IC, OC);
+    }
+    if (dbias) {
+        s = dbias_sum(ctx, dbias, (const __nv_bfloat16 *)dout, N, OC, (cudaStream_t)stream);
+        if (s) return kl_error_context(s, "matmul backward dbias (N=%d OC=%d)", N, OC);
+    }
+    return KL_OK;
+}

@@ -1,0 +1,260 @@
+// matmul_test.cc — the BF16 linear layer on the GPU (kernels/matmul_cuda.h) against the CPU reference
+// (kernels/matmul.h) run on the same BF16-rounded inputs: forward with and without bias, dinp (overwrite),
+// dw and dbias (accumulate), odd and tiny shapes, unaligned pointers, the own fallback kernel, the plan cache
+// and bit-identical reruns.
+#include <cuda_runtime.h>
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+#include <string>
+#include <vector>
+
+#include "cuda_common.h"
+#include "device.h"
+#include "matmul.h"
+#include "matmul_cuda.h"
+#include "test_util.h"
+
+namespace {
+
+// A device buffer of n elements of T, `offset` elements past a cudaMalloc'd (256-byte aligned) base, so tests
+// can hand out deliberately misaligned pointers.
+template <typename T>
+struct DevBuf {
+    char *base = nullptr;
+    T *p = nullptr;
+    size_t n = 0;
+    DevBuf(size_t n_, size_t offset = 0) : n(n_) {
+        if (cudaMalloc(&base, (n_ + offset + 1) * sizeof(T)) == cudaSuccess) p = (T *)base + offset;
+    }
+    ~DevBuf() { cudaFree(base); }
+    void upload(const std::vector<T> &v) { ASSERT_EQ(cudaMemcpy(p, v.data(), n * sizeof(T), cudaMemcpyHostToDevice), cudaSuccess); }
+    std::vector<T> download() const {
+        std::vector<T> v(n);
+        EXPECT_EQ(cudaMemcpy(v.data(), p, n * sizeof(T), cudaMemcpyDeviceToHost), cudaSuccess);
+        return v;
+    }
+};
+
+std::vector<kl_bf16> to_bf16(const std::vector<float> &v) {
+    std::vector<kl_bf16> r(v.size());
+    for (size_t i = 0; i < v.size(); i++) r[i] = kl_f32_to_bf16(v[i]);
+    return r;
+}
+std::vector<float> to_f32(const std::vector<kl_bf16> &v) {
+    std::vector<float> r(v.size());
+    for (size_t i = 0; i < v.size(); i++) r[i] = kl_bf16_to_f32(v[i]);
+    return r;
+}
+// Uniform in [-1, 1) and already representable in BF16, so the CPU reference sees exactly the GPU's inputs.
+std::vector<float> bf16_uniform(size_t n, uint64_t seed) {
+    std::vector<float> v = kltest::random_uniform(n, -1.f, 1.f, seed);
+    for (float &x : v) x = kl_bf16_round(x);
+    return v;
+}
+float max_abs(const std::vector<float> &v) {
+    float m = 0.f;
+    for (float x : v) m = std::max(m, std::fabs(x));
+    return m;
+}
+
+// Error bound of an FP32 sum of k products each at most `mag` in size, accumulated in a different order on the
+// two sides: every addition may round by 2^-24 relative (2^-23 with Hopper tensor cores' truncating adds), so
+// |gpu - cpu| <= 2 * k * 2^-23 * mag; we allow 8x that (k * 2^-20 * mag) and a floor of 1e-6.
+double accum_atol(int k, double mag) { return std::max(1e-6, (double)k * std::ldexp(1.0, -20) * mag); }
+
+// BF16 outputs: the rounding of the output itself is at most half an ulp, 2^-9 relative; rtol = 2^-8 doubles it.
+const double kBf16Rtol = std::ldexp(1.0, -8);
+
+struct Shape {
+    int N, IC, OC;
+};
+
+class GemmCtx {
+   public:
+    GemmCtx() {
+        cudaMalloc(&ws_, KL_GEMM_WORKSPACE_BYTES);
+        EXPECT_EQ(kl_gemm_ctx_create(&ctx_, ws_, KL_GEMM_WORKSPACE_BYTES), KL_OK) << kl_last_error();
+    }
+    ~GemmCtx() {
+        kl_gemm_ctx_destroy(ctx_);
+        cudaFree(ws_);
+    }
+    kl_gemm_ctx *get() { return ctx_; }
+
+   private:
+    void *ws_ = nullptr;
+    kl_gemm_ctx *ctx_ = nullptr;
+};
+
+// One forward + backward on the GPU against the CPU reference; offset misaligns every device pointer by that
+// many elements; fallback forces the own kernel.
+void check_linear(const Shape &s, bool with_bias, size_t offset, bool fallback, const char *what) {
+    const int N = s.N, IC = s.IC, OC = s.OC;
+    const uint64_t seed = kltest::fresh_seed(what);
+    std::vector<float> inp = bf16_uniform((size_t)N * IC, seed), w = bf16_uniform((size_t)OC * IC, seed + 1);
+    std::vector<float> bias = bf16_uniform(OC, seed + 2), dout = bf16_uniform((size_t)N * OC, seed + 3);
+    std::vector<float> dw0 = kltest::random_uniform((size_t)OC * IC, -1.f, 1.f, seed + 4);
+    std::vector<float> db0 = kltest::random_uniform(OC, -1.f, 1.f, seed + 5);
+
+    GemmCtx ctx;
+    kl_gemm_ctx_force_fallback(ctx.get(), fallback);
+    DevBuf<kl_bf16> d_inp(inp.size(), offset), d_w(w.size(), offset), d_bias(OC, offset), d_out((size_t)N * OC, offset);
+    DevBuf<kl_bf16> d_dout(dout.size(), offset), d_dinp(inp.size(), offset);
+    DevBuf<float> d_dw(dw0.size(), offset), d_db(OC, offset);
+    d_inp.upload(to_bf16(inp));
+    d_w.upload(to_bf16(w));
+    d_bias.upload(to_bf16(bias));
+    d_dout.upload(to_bf16(dout));
+    d_dw.upload(dw0);
+    d_db.upload(db0);
+    // dinp is overwritten: fill it with garbage first so a missing write shows
+    ASSERT_EQ(cudaMemset(d_dinp.p, 0x7f, inp.size() * sizeof(kl_bf16)), cudaSuccess);
+
+    ASSERT_EQ(kl_matmul_forward_cuda(ctx.get(), d_out.p, d_inp.p, d_w.p, with_bias ? d_bias.p : nullptr, N, IC, OC,
+                                     nullptr), KL_OK) << kl_last_error();
+    ASSERT_EQ(kl_matmul_backward_cuda(ctx.get(), d_dinp.p, d_dw.p, with_bias ? d_db.p : nullptr, d_dout.p, d_inp.p,
+                                      d_w.p, N, IC, OC, nullptr), KL_OK) << kl_last_error();
+    ASSERT_EQ(cudaDeviceSynchronize(), cudaSuccess);
+
+    std::vector<float> out_ref((size_t)N * OC), dinp_ref(inp.size()), dw_ref = dw0, db_ref = db0;
+    kl_matmul_forward_cpu(out_ref.data(), inp.data(), w.data(), with_bias ? bias.data() : nullptr, N, IC, OC);
+    kl_matmul_backward_cpu(dinp_ref.data(), dw_ref.data(), with_bias ? db_ref.data() : nullptr, dout.data(), inp.data(),
+                           w.data(), N, IC, OC);
+
+    const double mi = max_abs(inp), mw = max_abs(w), md = max_abs(dout);
+    std::string rep;
+    std::vector<float> out = to_f32(d_out.download());
+    EXPECT_TRUE(kltest::all_close(out.data(), out_ref.data(), out.size(), kBf16Rtol, accum_atol(IC, mi * mw), &rep))
+        << what << " forward: " << rep;
+    std::vector<float> dinp = to_f32(d_dinp.download());
+    EXPECT_TRUE(kltest::all_close(dinp.data(), dinp_ref.data(), dinp.size(), kBf16Rtol, accum_atol(OC, md * mw), &rep))
+        << what << " dinp: " << rep;
+    // dw and dbias stay FP32: only the summation order differs (plus one rounding of the += itself)
+    std::vector<float> dw = d_dw.download();
+    EXPECT_TRUE(kltest::all_close(dw.data(), dw_ref.data(), dw.size(), 1e-6, accum_atol(N, md * mi), &rep))
+        << what << " dw: " << rep;
+    std::vector<float> db = d_db.download();
+    if (with_bias) {
+        EXPECT_TRUE(kltest::all_close(db.data(), db_ref.data(), db.size(), 1e-6, accum_atol(N, md), &rep))
+            << what << " dbias: " << rep;
+    } else {
+        EXPECT_EQ(0, memcmp(db.data(), db0.data(), db.size() * sizeof(float))) << "dbias touched although NULL";
+    }
+}
+
+#define SKIP_WITHOUT_GPU()                                  \
+    do {                                                    \
+        if (kl_gpu_count() == 0) GTEST_SKIP() << "no GPU"; \
+    } while (0)
+
+}  // namespace
+
+TEST(MatmulCuda, ForwardBackwardMatchCpuWithBias) {
+    SKIP_WITHOUT_GPU();
+    check_linear({256, 320, 192}, true, 0, false, "matmul 256x320x192 bias");
+}
+
+TEST(MatmulCuda, ForwardBackwardMatchCpuWithoutBias) {
+    SKIP_WITHOUT_GPU();
+    check_linear({128, 896, 160}, false, 0, false, "matmul 128x896x160");
+}
+
+TEST(MatmulCuda, OddShapesMatchCpu) {
+    SKIP_WITHOUT_GPU();
+    check_linear({37, 45, 29}, true, 0, false, "matmul odd 37x45x29 bias");
+    check_linear({1, 7, 3}, false, 0, false, "matmul tiny 1x7x3");
+    check_linear({129, 1, 67}, true, 0, false, "matmul IC=1");
+}
+
+TEST(MatmulCuda, MisalignedPointersMatchCpu) {
+    SKIP_WITHOUT_GPU();
+    // one element past a 256-byte boundary: 2-byte aligned BF16, 4-byte aligned FP32
+    check_linear({64, 72, 40}, true, 1, false, "matmul misaligned 64x72x40");
+}
+
+TEST(MatmulCuda, OwnFallbackKernelMatchesCpu) {
+    SKIP_WITHOUT_GPU();
+    check_linear({70, 100, 50}, true, 0, true, "matmul fallback 70x100x50 bias");
+    check_linear({33, 64, 65}, false, 1, true, "matmul fallback misaligned 33x64x65");
+}
+
+TEST(MatmulCuda, DwAccumulatesAcrossCalls) {
+    SKIP_WITHOUT_GPU();
+    const int N = 96, IC = 80, OC = 48;
+    const uint64_t seed = kltest::fresh_seed("matmul dw accumulation");
+    std::vector<float> inp = bf16_uniform((size_t)N * IC, seed), w = bf16_uniform((size_t)OC * IC, seed + 1);
+    std::vector<float> dout = bf16_uniform((size_t)N * OC, seed + 2);
+    std::vector<float> dw0 = kltest::random_uniform((size_t)OC * IC, -1.f, 1.f, seed + 3);
+    GemmCtx ctx;
+    DevBuf<kl_bf16> d_inp(inp.size()), d_w(w.size()), d_dout(dout.size());
+    DevBuf<float> d_dw(dw0.size());
+    d_inp.upload(to_bf16(inp));
+    d_w.upload(to_bf16(w));
+    d_dout.upload(to_bf16(dout));
+    d_dw.upload(dw0);
+    for (int rep = 0; rep < 3; rep++)
+        ASSERT_EQ(kl_matmul_backward_cuda(ctx.get(), nullptr, d_dw.p, nullptr, d_dout.p, d_inp.p, d_w.p, N, IC, OC,
+                                          nullptr), KL_OK) << kl_last_error();
+    std::vector<float> ref = dw0;
+    for (int rep = 0; rep < 3; rep++)
+        kl_matmul_backward_cpu(nullptr, ref.data(), nullptr, dout.data(), inp.data(), w.data(), N, IC, OC);
+    std::vector<float> dw = d_dw.download();
+    std::string rep;
+    // three accumulations: three times the single-call bound
+    EXPECT_TRUE(kltest::all_close(dw.data(), ref.data(), dw.size(), 3e-6, 3 * accum_atol(N, 1.0), &rep)) << rep;
+    // and the result really moved by 3x one gradient (not 1x: beta = 0 would overwrite)
+    double moved = 0, expect = 0;
+    for (size_t i = 0; i < dw.size(); i++) {
+        moved += std::fabs(dw[i] - dw0[i]);
+        expect += std::fabs(ref[i] - dw0[i]);
+    }
+    EXPECT_NEAR(moved / expect, 1.0, 1e-3);
+}
+
+TEST(MatmulCuda, RerunsAreBitIdenticalAndPlansAreCached) {
+    SKIP_WITHOUT_GPU();
+    const int N = 300, IC = 256, OC = 384;
+    const uint64_t seed = kltest::fresh_seed("matmul determinism");
+    std::vector<float> inp = bf16_uniform((size_t)N * IC, seed), w = bf16_uniform((size_t)OC * IC, seed + 1);
+    std::vector<float> bias = bf16_uniform(OC, seed + 2), dout = bf16_uniform((size_t)N * OC, seed + 3);
+    GemmCtx ctx;
+    DevBuf<kl_bf16> d_inp(inp.size()), d_w(w.size()), d_bias(OC), d_out((size_t)N * OC), d_dout(dout.size()),
+        d_dinp(inp.size());
+    DevBuf<float> d_dw((size_t)OC * IC), d_db(OC);
+    d_inp.upload(to_bf16(inp));
+    d_w.upload(to_bf16(w));
+    d_bias.upload(to_bf16(bias));
+    d_dout.upload(to_bf16(dout));
+    std::vector<kl_bf16> out[2], dinp[2];
+    std::vector<float> dw[2], db[2];
+    for (int r = 0; r < 2; r++) {
+        ASSERT_EQ(cudaMemset(d_dw.p, 0, d_dw.n * sizeof(float)), cudaSuccess);
+        ASSERT_EQ(cudaMemset(d_db.p, 0, d_db.n * sizeof(float)), cudaSuccess);
+        ASSERT_EQ(kl_matmul_forward_cuda(ctx.get(), d_out.p, d_inp.p, d_w.p, d_bias.p, N, IC, OC, nullptr), KL_OK);
+        ASSERT_EQ(kl_matmul_backward_cuda(ctx.get(), d_dinp.p, d_dw.p, d_db.p, d_dout.p, d_inp.p, d_w.p, N, IC, OC,
+                                          nullptr), KL_OK);
+        out[r] = d_out.download();
+        dinp[r] = d_dinp.download();
+        dw[r] = d_dw.download();
+        db[r] = d_db.download();
+    }
+    EXPECT_EQ(0, memcmp(out[0].data(), out[1].data(), out[0].size() * sizeof(kl_bf16)));
+    EXPECT_EQ(0, memcmp(dinp[0].data(), dinp[1].data(), dinp[0].size() * sizeof(kl_bf16)));
+    EXPECT_EQ(0, memcmp(dw[0].data(), dw[1].data(), dw[0].size() * sizeof(float)));
+    EXPECT_EQ(0, memcmp(db[0].data(), db[1].data(), db[0].size() * sizeof(float)));
+    // three distinct products (forward, dinp, dw), each planned once and then found in the cache
+    kl_gemm_stats st = kl_gemm_ctx_stats(ctx.get());
+    EXPECT_EQ(st.cache_misses, 3);
+    EXPECT_EQ(st.cache_hits, 3);
+    EXPECT_EQ(st.cublaslt_calls + st.fallback_calls, 6);
+}
+
+TEST(MatmulCuda, RejectsNegativeSizesWithMessage) {
+    SKIP_WITHOUT_GPU();
+    GemmCtx ctx;
+    EXPECT_EQ(kl_matmul_forward_cuda(ctx.get(), nullptr, nullptr, nullptr, nullptr, -1, 4, 4, nullptr), KL_ERR_INVALID);
+    EXPECT_NE(std::string(kl_last_error()).find("N=-1"), std::string::npos) << kl_last_error();
+}

@@ -11,6 +11,11 @@
 #include "loader.h"
 #include "philox.h"
 #include "tokfile.h"
+#include "device.h"
+#ifdef KILN_HAVE_CUDA
+#include "bench_cudak.h"
+#include "bench_gemm.h"
+#endif
 
 typedef struct {
     const char *name;
@@ -166,10 +171,38 @@ done:
     return rc;
 }
 
+/* ---- kernels (CUDA builds) ------------------------------------------------------------------------- */
+
+static int bench_kernels(int argc, char **argv) {
+    (void)argv;
+    if (argc > 0) {
+        printf("usage: kiln bench kernels\n\nTimes every CUDA kernel at Qwen2.5-0.5B sizes on GPU 0: elementwise kernels\n"
+               "against 4.3 TB/s, matrix products and attention against 790 TFLOP/s (the H200's measured bounds).\n");
+        return 0;
+    }
+#ifdef KILN_HAVE_CUDA
+    if (kl_gpu_count() == 0) {
+        fprintf(stderr, "kiln bench kernels: no GPU visible\n");
+        return 1;
+    }
+    kl_status st = kl_bench_cudak(stdout);
+    if (st == KL_OK) st = kl_bench_gemm(stdout);
+    if (st != KL_OK) {
+        fprintf(stderr, "kiln bench kernels: %s\n", kl_last_error());
+        return 1;
+    }
+    return 0;
+#else
+    fprintf(stderr, "kiln bench kernels: this build has no CUDA backend\n");
+    return 1;
+#endif
+}
+
 /* ---- the table ----------------------------------------------------------------------------------- */
 
 static const kl_bench benches[] = {
     {"data", bench_data, "data loader tokens/s from the page cache (bound 50 M tokens/s on one core)"},
+    {"kernels", bench_kernels, "every CUDA kernel: bandwidth or FLOP/s against the GPU's bound (needs a GPU)"},
 };
 #define N_BENCHES (sizeof benches / sizeof benches[0])
 

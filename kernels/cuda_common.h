@@ -15,6 +15,11 @@
 extern "C" {
 #endif
 
+/* The CUDA stream type (cudaStream_t is `struct CUstream_st *`), declared at file scope so that C files can
+ * pass streams to the launchers without including CUDA headers (a first mention inside a prototype would
+ * declare a different, prototype-local struct in C). */
+struct CUstream_st;
+
 /* A bfloat16 value as stored in memory: the top 16 bits of an IEEE float32. */
 typedef uint16_t kl_bf16;
 

@@ -2,18 +2,19 @@
  * when given, else from the model.* keys. */
 #include "model_config.h"
 
+#include <stdio.h>
 #include <string.h>
 
 #include "hf_config.h"
 
 kl_status kl_model_shape_from_config(const kl_config *c, kl_model_shape *s) {
     memset(s, 0, sizeof *s);
-    if (c->model.hf_dir[0])
-        return kl_error(KL_ERR_UNSUPPORTED, "model.hf_dir: loading Hugging Face weights is not built yet (issue 4); "
-                                            "use model.hf_config for the shape alone");
-    if (c->model.hf_config[0]) {
-        kl_status st = kl_hf_config_read(c->model.hf_config, s);
-        if (st != KL_OK) return kl_error_context(st, "model.hf_config");
+    if (c->model.hf_dir[0] || c->model.hf_config[0]) {
+        char path[KL_CFG_PATH_MAX + 16];
+        if (c->model.hf_dir[0]) snprintf(path, sizeof path, "%s/config.json", c->model.hf_dir);
+        else snprintf(path, sizeof path, "%s", c->model.hf_config);
+        kl_status st = kl_hf_config_read(path, s);
+        if (st != KL_OK) return kl_error_context(st, c->model.hf_dir[0] ? "model.hf_dir" : "model.hf_config");
         return KL_OK;
     }
     /* kl_cfg_arch and kl_arch list the architectures in the same order (config.h says so) */

@@ -4,6 +4,7 @@
 #include "config.h"
 #include "model.h"
 
+/* The shape: from model.hf_dir's config.json, model.hf_config, or the model.* keys. */
 kl_status kl_model_shape_from_config(const kl_config *c, kl_model_shape *s);
 
 #endif

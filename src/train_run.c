@@ -143,8 +143,13 @@ kl_status kl_train_run(const kl_config *c) {
             KL_OK)
             goto done;
 
-    if ((st = kl_model_create(&model, &shape)) != KL_OK) goto done;
-    kl_model_init_weights(model, (uint64_t)c->model.seed, (float)c->model.init_std);
+    if (c->model.hf_dir[0]) { /* fine-tuning: shape and weights from a Hugging Face folder */
+        if ((st = kl_model_load(&model, c->model.hf_dir)) != KL_OK) goto done;
+        printf("kiln train: loaded weights from %s\n", c->model.hf_dir);
+    } else {
+        if ((st = kl_model_create(&model, &shape)) != KL_OK) goto done;
+        kl_model_init_weights(model, (uint64_t)c->model.seed, (float)c->model.init_std);
+    }
 
     kl_trainer_opts to = {0};
     to.B = B;

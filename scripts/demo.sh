@@ -15,8 +15,12 @@ if ! command -v bible >/dev/null 2>&1; then
 fi
 
 echo "== build"
-cmake -S . -B build -DCMAKE_BUILD_TYPE=Release -DKILN_PYTHON="$PWD/.venv/bin/python" >/dev/null
-cmake --build build -j "$(nproc)" --target kiln >/dev/null
+# only the kiln executable; the CUDA backend only where a GPU can use it (a CPU-only build takes seconds)
+cuda=OFF
+if command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi -L >/dev/null 2>&1 && command -v nvcc >/dev/null 2>&1; then cuda=ON; fi
+cmake -S . -B build-demo -DCMAKE_BUILD_TYPE=Release -DKILN_TESTS=OFF -DKILN_CUDA=$cuda >/dev/null
+cmake --build build-demo -j "$(nproc)" --target kiln >/dev/null
+kiln=build-demo/kiln
 
 echo "== corpus"
 mkdir -p runs/demo-data
@@ -25,10 +29,10 @@ if [ ! -s runs/demo-data/train.bin ]; then
   bible "gen1:1-rev22:21" | .venv/bin/python scripts/clean_kjv.py > runs/demo-data/kjv.txt
   .venv/bin/python scripts/tokenize.py runs/demo-data/kjv.txt --bytes --text-docs line --out-dir runs/demo-data --eval-fraction 0.02
 fi
-build/kiln data inspect runs/demo-data/train.bin runs/demo-data/eval.bin
+$kiln data inspect runs/demo-data/train.bin runs/demo-data/eval.bin
 
 echo "== train"
-build/kiln train configs/demo.yaml "$@"
+$kiln train configs/demo.yaml "$@"
 
 echo "== generate"
-build/kiln generate configs/demo.yaml --prompt "And God said" --tokens 300 --temperature 0.8 --samples 3
+$kiln generate configs/demo.yaml --prompt "And God said" --tokens 300 --temperature 0.8 --samples 3

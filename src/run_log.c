@@ -1,6 +1,9 @@
-/* run_log.c — see run_log.h. Each JSONL line is written with one fprintf-sequence and flushed, so a run
- * killed at any moment leaves a file whose complete lines all parse. */
+/* run_log.c — see run_log.h. Each JSONL record is built in memory by json_write.h (escaping, U+FFFD for
+ * invalid UTF-8, NaN/Inf as null) and written with one fwrite and a flush, so a run killed at any moment
+ * leaves a file whose complete lines all parse. */
 #include "run_log.h"
+
+#include "json_write.h"
 
 #include <errno.h>
 #include <math.h>
@@ -10,6 +13,7 @@
 struct kl_runlog {
     FILE *f;
     FILE *console;
+    int write_failed;
 };
 
 kl_status kl_runlog_open(kl_runlog **out, const char *path, int append, FILE *console) {
@@ -33,20 +37,11 @@ void kl_runlog_close(kl_runlog *l) {
 }
 
 void kl_json_write_string(FILE *f, const char *s) {
-    fputc('"', f);
-    for (const unsigned char *p = (const unsigned char *)s; *p; p++) {
-        switch (*p) {
-        case '"': fputs("\\\"", f); break;
-        case '\\': fputs("\\\\", f); break;
-        case '\n': fputs("\\n", f); break;
-        case '\r': fputs("\\r", f); break;
-        case '\t': fputs("\\t", f); break;
-        default:
-            if (*p < 0x20 || *p == 0x7f) fprintf(f, "\\u%04x", *p);
-            else fputc(*p, f);
-        }
-    }
-    fputc('"', f);
+    kl_json j;
+    kl_json_init(&j);
+    kl_json_string(&j, s);
+    fputs(kl_json_text(&j), f);
+    kl_json_free(&j);
 }
 
 const char *kl_format_duration(double s, char *buf, size_t n) {
@@ -57,45 +52,35 @@ const char *kl_format_duration(double s, char *buf, size_t n) {
     return buf;
 }
 
-/* A JSON number field; non-finite values become null and are remembered in `bad`. */
-typedef struct {
-    const char *names[16];
-    int n;
-} nonfinite_list;
-
-static void num(FILE *f, const char *key, double v, nonfinite_list *bad) {
-    fprintf(f, ",\"%s\":", key);
-    if (isfinite(v)) {
-        fprintf(f, "%.9g", v);
-    } else {
-        fputs("null", f);
-        if (bad->n < 16) bad->names[bad->n++] = key;
+/* Writes one finished record; a failed write is reported once on the console, never silently lost. */
+static void emit(kl_runlog *l, kl_json *j) {
+    kl_json_field_nonfinite(j);
+    kl_json_end_object(j);
+    if (kl_json_write_line(j, l->f, "metrics file") != KL_OK && !l->write_failed) {
+        l->write_failed = 1;
+        if (l->console) fprintf(l->console, "warning: %s\n", kl_last_error());
     }
-}
-
-static void end_record(FILE *f, const nonfinite_list *bad) {
-    if (bad->n) {
-        fputs(",\"nonfinite\":[", f);
-        for (int i = 0; i < bad->n; i++) fprintf(f, "%s\"%s\"", i ? "," : "", bad->names[i]);
-        fputc(']', f);
-    }
-    fputs("}\n", f);
-    fflush(f);
+    kl_json_free(j);
 }
 
 void kl_runlog_step(kl_runlog *l, const kl_step_record *r) {
-    nonfinite_list bad = {{0}, 0};
-    fprintf(l->f, "{\"type\":\"step\",\"step\":%lld,\"total_steps\":%lld", (long long)r->step,
-            (long long)r->total_steps);
-    num(l->f, "loss", r->loss, &bad);
-    num(l->f, "grad_norm", r->grad_norm, &bad);
-    num(l->f, "lr", r->lr, &bad);
-    num(l->f, "tokens_per_s", r->tokens_per_s, &bad);
-    if (!isnan(r->mfu)) num(l->f, "mfu", r->mfu, &bad);
-    if (!isnan(r->mem_bytes)) num(l->f, "mem_bytes", r->mem_bytes, &bad);
-    num(l->f, "elapsed_s", r->elapsed_s, &bad);
-    num(l->f, "tokens_seen", r->tokens_seen, &bad);
-    end_record(l->f, &bad);
+    kl_json j;
+    kl_json_init(&j);
+    kl_json_begin_object(&j);
+    kl_json_field_string(&j, "type", "step");
+    kl_json_field_int(&j, "step", r->step);
+    kl_json_field_int(&j, "total_steps", r->total_steps);
+    kl_json_field_number(&j, "loss", r->loss);
+    kl_json_field_number(&j, "grad_norm", r->grad_norm);
+    kl_json_field_number(&j, "lr", r->lr);
+    kl_json_field_number(&j, "tokens_per_s", r->tokens_per_s);
+    if (!isnan(r->mfu)) kl_json_field_number(&j, "mfu", r->mfu); /* unknown (CPU): left out, not null */
+    if (!isnan(r->mem_bytes)) kl_json_field_number(&j, "mem_bytes", r->mem_bytes);
+    kl_json_field_number(&j, "elapsed_s", r->elapsed_s);
+    kl_json_field_number(&j, "eta_s", r->eta_s);
+    kl_json_field_number(&j, "tokens_seen", r->tokens_seen);
+    if (r->bad_step) kl_json_field_bool(&j, "bad_step", 1);
+    emit(l, &j);
     if (!l->console) return;
 
     char eta[32], line[256];
@@ -115,11 +100,14 @@ void kl_runlog_step(kl_runlog *l, const kl_step_record *r) {
 }
 
 void kl_runlog_eval(kl_runlog *l, int64_t step, double loss) {
-    nonfinite_list bad = {{0}, 0};
-    fprintf(l->f, "{\"type\":\"eval\",\"step\":%lld", (long long)step);
-    num(l->f, "loss", loss, &bad);
-    num(l->f, "bits_per_token", loss / log(2.0), &bad);
-    end_record(l->f, &bad);
+    kl_json j;
+    kl_json_init(&j);
+    kl_json_begin_object(&j);
+    kl_json_field_string(&j, "type", "eval");
+    kl_json_field_int(&j, "step", step);
+    kl_json_field_number(&j, "loss", loss);
+    kl_json_field_number(&j, "bits_per_token", loss / log(2.0));
+    emit(l, &j);
     if (l->console) {
         fprintf(l->console, "eval @ step %lld | loss %.4f | %.3f bits/token | ppl %.2f\n", (long long)step, loss,
                 loss / log(2.0), exp(loss));
@@ -128,11 +116,12 @@ void kl_runlog_eval(kl_runlog *l, int64_t step, double loss) {
 }
 
 void kl_runlog_event(kl_runlog *l, const char *kind, const char *message) {
-    fputs("{\"type\":\"event\",\"kind\":", l->f);
-    kl_json_write_string(l->f, kind);
-    fputs(",\"message\":", l->f);
-    kl_json_write_string(l->f, message);
-    fputs("}\n", l->f);
-    fflush(l->f);
+    kl_json j;
+    kl_json_init(&j);
+    kl_json_begin_object(&j);
+    kl_json_field_string(&j, "type", "event");
+    kl_json_field_string(&j, "kind", kind);
+    kl_json_field_string(&j, "message", message);
+    emit(l, &j);
     if (l->console) fprintf(l->console, "%s: %s\n", kind, message), fflush(l->console);
 }

@@ -16,6 +16,7 @@ typedef struct {
     double mem_bytes; /* device memory in use; NaN when unknown */
     double elapsed_s, eta_s;
     double tokens_seen;
+    int bad_step; /* 1: the update was skipped (non-finite loss or gradient); written as "bad_step": true */
 } kl_step_record;
 
 typedef struct kl_runlog kl_runlog;

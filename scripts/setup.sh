@@ -7,7 +7,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 apt_pkgs="build-essential cmake pkg-config libyaml-dev libcjson-dev libhdf5-dev libgtest-dev libgmock-dev
-          libopenblas-dev liblapacke-dev clang python3-venv"
+          libopenblas-dev liblapacke-dev clang libclang-rt-dev python3-venv"
 missing=()
 for p in $apt_pkgs; do dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed" || missing+=("$p"); done
 if [ ${#missing[@]} -gt 0 ]; then

@@ -1,0 +1,55 @@
+/* train_cuda.h — trainer.h's optimizer step on one GPU: gradient accumulation over the micro-batches, the
+ * global norm, clipping and the non-finite guard on the device, AdamW on FP32 master weights (which also
+ * refreshes the BF16 compute copy), and one host synchronisation per step to read back loss and norm.
+ * Same semantics as kl_trainer_step (loss normalised over the step's valid targets, torch's clip factor,
+ * skipped steps, max_bad_steps). In a build without CUDA the functions return KL_ERR_UNSUPPORTED. */
+#ifndef KL_TRAIN_CUDA_H
+#define KL_TRAIN_CUDA_H
+
+#include <stdint.h>
+#include <stdio.h>
+
+#include "config.h"
+#include "model_cuda.h"
+#include "trainer.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+typedef struct kl_trainer_cuda kl_trainer_cuda;
+
+/* KL_OK when the config can train on the CUDA path; else KL_ERR_UNSUPPORTED naming the key (other
+ * optimizers, BF16 optimizer state or master weights, FP8/NVFP4, recompute, several GPUs are not built yet). */
+kl_status kl_train_cuda_check_config(const kl_config *c);
+
+/* Uploads cpu's weights into a new GPU model (mo: device, memory limit; NULL = defaults), allocates the
+ * activations for o->B x o->T x o->grad_accum and the AdamW state. os must be AdamW with FP32 state. */
+kl_status kl_trainer_cuda_create(kl_trainer_cuda **out, kl_model *cpu, const kl_trainer_opts *o,
+                                 const kl_opt_settings *os, const kl_schedule *sched, const kl_model_cuda_opts *mo);
+void kl_trainer_cuda_free(kl_trainer_cuda *t);
+
+/* As kl_trainer_step / kl_trainer_eval_batch (host token arrays of grad_accum*B*T / B*T). */
+kl_status kl_trainer_cuda_step(kl_trainer_cuda *t, const int32_t *inputs, const int32_t *targets, kl_step_result *r);
+kl_status kl_trainer_cuda_eval_batch(kl_trainer_cuda *t, const int32_t *inputs, const int32_t *targets,
+                                     double *loss_sum, int64_t *n_valid);
+
+/* Master weights into the CPU model (before saving, exporting or checkpointing). */
+kl_status kl_trainer_cuda_download(kl_trainer_cuda *t, kl_model *cpu);
+
+kl_model_cuda *kl_trainer_cuda_model(kl_trainer_cuda *t);
+int64_t kl_trainer_cuda_steps(const kl_trainer_cuda *t);     /* optimizer steps completed */
+int kl_trainer_cuda_bad_streak(const kl_trainer_cuda *t);
+size_t kl_trainer_cuda_state_bytes(const kl_trainer_cuda *t); /* AdamW moments on the device */
+/* The device memory table (device_mem.h) and the bytes the device reports in use (NaN without CUDA). */
+void kl_trainer_cuda_print_memory(kl_trainer_cuda *t, FILE *f);
+double kl_trainer_cuda_device_used(kl_trainer_cuda *t);
+
+/* Dense BF16 tensor-core peak of GPU `device` in FLOP/s for MFU (H100/H200 SXM: 989e12), from its name;
+ * 0 when the GPU is not in kiln's table. */
+double kl_gpu_peak_bf16_flops(int device);
+
+#ifdef __cplusplus
+}
+#endif
+#endif

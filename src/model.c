@@ -1,7 +1,8 @@
 /* model.c — the transformer's parameter table, initialisation, and forward/backward on the CPU ops.
  * Pre-norm blocks: x += Wo·attn(rope(norm(x)·Wqkv)); x += Wdown·swiglu(norm(x)·Wgu); logits = norm(x)·Wheadᵀ.
- * The LM head is applied in row chunks so full (B·T, V) logits never exist. Parameter gradients
- * accumulate (+=) across micro-batches; activation gradients are overwritten. */
+ * The blocks' four matmuls go through linear.h in the precision set by kl_model_set_precision; the LM head
+ * and embedding stay FP32. The LM head is applied in row chunks so full (B·T, V) logits never exist.
+ * Parameter gradients accumulate (+=) across micro-batches; activation gradients are overwritten. */
 #include "model.h"
 
 #include <math.h>
@@ -12,6 +13,7 @@
 #include "attention.h"
 #include "cross_entropy.h"
 #include "embedding.h"
+#include "linear.h"
 #include "matmul.h"
 #include "philox.h"
 #include "rmsnorm.h"
@@ -44,6 +46,9 @@ struct kl_model {
     kl_block_weights *blocks, *gblocks;
     kl_outer_weights outer, gouter;
     float *rope_cos, *rope_sin; /* (max_T, HS/2) */
+    kl_linear_cfg prec;         /* the blocks' four linear layers (not the LM head or embedding) */
+    uint64_t bwd_passes;        /* backward passes run so far: the `pass` of the random call ids */
+    kl_linear_saved *lsaved;    /* (L, 4): each block linear's quantized operands, forward -> backward */
 
     /* activations for the current (B, T) */
     int B, T;
@@ -175,7 +180,8 @@ kl_status kl_model_create(kl_model **out, const kl_model_shape *shape) {
     m->info = kl_calloc((size_t)(4 + 9 * s.L), sizeof *m->info, "parameter table");
     m->blocks = kl_calloc((size_t)s.L, sizeof *m->blocks, "block weights");
     m->gblocks = kl_calloc((size_t)s.L, sizeof *m->gblocks, "block grads");
-    if (!m->info || !m->blocks || !m->gblocks) goto oom;
+    m->lsaved = kl_calloc((size_t)s.L * 4, sizeof *m->lsaved, "linear-layer saved operands");
+    if (!m->info || !m->blocks || !m->gblocks || !m->lsaved) goto oom;
     build_param_table(m);
     m->params = kl_calloc(m->n_params, sizeof(float), "parameters");
     m->grads = kl_calloc(m->n_params, sizeof(float), "gradients");
@@ -208,6 +214,9 @@ void kl_model_free(kl_model *m) {
     free(m->info);
     free(m->blocks);
     free(m->gblocks);
+    if (m->lsaved)
+        for (int i = 0; i < m->s.L * 4; i++) kl_linear_saved_free(&m->lsaved[i]);
+    free(m->lsaved);
     free(m->params);
     free(m->grads);
     free(m->rope_cos);
@@ -216,6 +225,16 @@ void kl_model_free(kl_model *m) {
 }
 
 const kl_model_shape *kl_model_get_shape(const kl_model *m) { return &m->s; }
+
+kl_status kl_model_set_precision(kl_model *m, const kl_linear_cfg *cfg) {
+    kl_status st = kl_linear_cfg_check(cfg);
+    if (st != KL_OK) return kl_error_context(st, "kl_model_set_precision");
+    m->prec = *cfg;
+    return KL_OK;
+}
+const kl_linear_cfg *kl_model_get_precision(const kl_model *m) { return &m->prec; }
+uint64_t kl_model_backward_passes(const kl_model *m) { return m->bwd_passes; }
+void kl_model_set_backward_passes(kl_model *m, uint64_t passes) { m->bwd_passes = passes; }
 size_t kl_model_num_params(const kl_model *m) { return m->n_params; }
 int kl_model_num_param_tensors(const kl_model *m) { return m->n_tensors; }
 const kl_param_info *kl_model_param_info(const kl_model *m, int i) { return &m->info[i]; }
@@ -335,6 +354,22 @@ static void add_inplace(float *y, const float *x, size_t n) {
     for (size_t i = 0; i < n; i++) y[i] += x[i];
 }
 
+/* ---- the blocks' linear layers ------------------------------------------------------------- */
+
+/* out(N,OC) = inp(N,IC) w^T + bias in the model's precision; site's saved operands feed its backward. */
+static kl_status block_linear(kl_model *m, int l, kl_linear_site site, float *out, const float *inp, const float *w,
+                              const float *bias, int IC, int OC) {
+    return kl_linear_forward(&m->prec, &m->lsaved[l * 4 + site], out, inp, w, bias, m->B * m->T, IC, OC);
+}
+
+/* Its backward; the random call ids are keyed by (backward pass, layer, site). */
+static kl_status block_linear_backward(kl_model *m, int l, kl_linear_site site, float *dinp, float *dw, float *dbias,
+                                       const float *dout, const float *inp, const float *w, int IC, int OC) {
+    uint64_t call = kl_linear_call_id(m->bwd_passes, l, site, KL_LINEAR_RNG_SIGNS);
+    return kl_linear_backward(&m->prec, &m->lsaved[l * 4 + site], call, dinp, dw, dbias, dout, inp, w, m->B * m->T,
+                              IC, OC);
+}
+
 /* ---- forward ------------------------------------------------------------------------------- */
 
 kl_status kl_model_forward(kl_model *m, const int32_t *inputs, int B, int T) {
@@ -358,21 +393,21 @@ kl_status kl_model_forward(kl_model *m, const int32_t *inputs, int B, int T) {
 
         kl_rmsnorm_forward_cpu(a->ln1, a->rstd1, a->res, w->attn_norm, N, C, s->norm_eps);
         if (s->qk_norm) {
-            kl_matmul_forward_cpu(a->qkv_raw, a->ln1, w->wqkv, w->bqkv, N, C, Q);
+            KL_TRY(block_linear(m, l, KL_LINEAR_QKV, a->qkv_raw, a->ln1, w->wqkv, w->bqkv, C, Q));
             kl_qknorm_forward_cpu(a->qkv, a->qk_rstd, a->qkv_raw, w->q_norm, w->k_norm, N, s->NH, s->NKV, s->HS,
                                   s->norm_eps);
         } else {
-            kl_matmul_forward_cpu(a->qkv, a->ln1, w->wqkv, w->bqkv, N, C, Q);
+            KL_TRY(block_linear(m, l, KL_LINEAR_QKV, a->qkv, a->ln1, w->wqkv, w->bqkv, C, Q));
         }
         kl_rope_forward_cpu(a->qkv, m->rope_cos, m->rope_sin, B, T, s->NH, s->NKV, s->HS);
         KL_TRY(kl_attention_forward_cpu(a->att, a->lse, a->qkv, B, T, s->NH, s->NKV, s->HS));
-        kl_matmul_forward_cpu(a->res2, a->att, w->wo, NULL, N, A, C);
+        KL_TRY(block_linear(m, l, KL_LINEAR_O, a->res2, a->att, w->wo, NULL, A, C));
         add_inplace(a->res2, a->res, (size_t)N * C);
 
         kl_rmsnorm_forward_cpu(a->ln2, a->rstd2, a->res2, w->mlp_norm, N, C, s->norm_eps);
-        kl_matmul_forward_cpu(a->gu, a->ln2, w->wgu, NULL, N, C, 2 * F);
+        KL_TRY(block_linear(m, l, KL_LINEAR_GATE_UP, a->gu, a->ln2, w->wgu, NULL, C, 2 * F));
         kl_swiglu_forward_cpu(a->sw, a->gu, N, F);
-        kl_matmul_forward_cpu(out, a->sw, w->wdown, NULL, N, F, C);
+        KL_TRY(block_linear(m, l, KL_LINEAR_DOWN, out, a->sw, w->wdown, NULL, F, C));
         add_inplace(out, a->res2, (size_t)N * C);
         kl_weights_release(m, l);
     }
@@ -399,13 +434,13 @@ static kl_status block_backward(kl_model *m, int l) {
     float *dres = m->dres; /* in: d(block output); out: d(block input) */
 
     /* MLP: out = res2 + swiglu(norm(res2)·Wgu)·Wdown */
-    kl_matmul_backward_cpu(m->dsw, g.wdown, NULL, dres, a->sw, w->wdown, N, F, C);
+    KL_TRY(block_linear_backward(m, l, KL_LINEAR_DOWN, m->dsw, g.wdown, NULL, dres, a->sw, w->wdown, F, C));
     kl_swiglu_backward_cpu(m->dgu, m->dsw, a->gu, N, F);
-    kl_matmul_backward_cpu(m->dln, g.wgu, NULL, m->dgu, a->ln2, w->wgu, N, C, 2 * F);
+    KL_TRY(block_linear_backward(m, l, KL_LINEAR_GATE_UP, m->dln, g.wgu, NULL, m->dgu, a->ln2, w->wgu, C, 2 * F));
     kl_rmsnorm_backward_cpu(dres, g.mlp_norm, m->dln, a->res2, w->mlp_norm, a->rstd2, N, C); /* dres += */
 
     /* attention: res2 = res + attn(norm(res))·Wo */
-    kl_matmul_backward_cpu(m->datt, g.wo, NULL, dres, a->att, w->wo, N, A, C);
+    KL_TRY(block_linear_backward(m, l, KL_LINEAR_O, m->datt, g.wo, NULL, dres, a->att, w->wo, A, C));
     KL_TRY(kl_attention_backward_cpu(m->dqkv, m->datt, a->att, a->lse, a->qkv, B, T, s->NH, s->NKV, s->HS));
     kl_rope_backward_cpu(m->dqkv, m->rope_cos, m->rope_sin, B, T, s->NH, s->NKV, s->HS);
     float *dproj = m->dqkv;
@@ -414,7 +449,7 @@ static kl_status block_backward(kl_model *m, int l) {
                                N, s->NH, s->NKV, s->HS);
         dproj = m->dqkv_raw;
     }
-    kl_matmul_backward_cpu(m->dln, g.wqkv, g.bqkv, dproj, a->ln1, w->wqkv, N, C, Q);
+    KL_TRY(block_linear_backward(m, l, KL_LINEAR_QKV, m->dln, g.wqkv, g.bqkv, dproj, a->ln1, w->wqkv, C, Q));
     kl_rmsnorm_backward_cpu(dres, g.attn_norm, m->dln, a->res, w->attn_norm, a->rstd1, N, C); /* dres += */
     return KL_OK;
 }
@@ -458,6 +493,7 @@ kl_status kl_model_loss(kl_model *m, const int32_t *targets, float z_loss, int b
         kl_weights_release(m, l);
     }
     kl_embedding_backward_cpu(go.wte, m->dres, m->inputs, N, C);
+    m->bwd_passes++;
     return KL_OK;
 }
 

@@ -8,6 +8,7 @@
 #include <stdint.h>
 
 #include "kl_base.h"
+#include "linear.h"
 #include "rope.h"
 
 #ifdef __cplusplus
@@ -75,6 +76,15 @@ kl_status kl_model_shape_check(kl_model_shape *s);
 kl_status kl_model_create(kl_model **out, const kl_model_shape *s);
 void kl_model_free(kl_model *m);
 const kl_model_shape *kl_model_get_shape(const kl_model *m);
+
+/* Precision of the blocks' four linear layers (wqkv, wo, wgu, wdown) — precision.matmul; the embedding,
+ * LM head, norms and attention stay FP32. A new model is KL_LINEAR_FP32. Checked; copied. */
+kl_status kl_model_set_precision(kl_model *m, const kl_linear_cfg *cfg);
+const kl_linear_cfg *kl_model_get_precision(const kl_model *m);
+/* Backward passes run so far (one per kl_model_loss with backward != 0): the `pass` of the NVFP4
+ * backward's random call ids (kl_linear_call_id). A checkpoint saves it; resuming sets it back. */
+uint64_t kl_model_backward_passes(const kl_model *m);
+void kl_model_set_backward_passes(kl_model *m, uint64_t passes);
 
 /* Random initialisation from Philox(seed): normal(0, std) for matrices and embeddings, output projections
  * (wo, wdown) scaled by 1/sqrt(2L), norms = 1, biases = 0. Same bits on every machine. */

@@ -16,6 +16,7 @@
 #include "model_config.h"
 #include "model_io.h"
 #include "run_log.h"
+#include "train_cuda.h"
 #include "trainer.h"
 
 static kl_status make_dirs(const char *path) {
@@ -52,7 +53,8 @@ static kl_status open_loader(kl_loader **l, const kl_config *c, const char *file
 }
 
 /* Mean loss over up to n_batches of the eval loader, from its start. */
-static kl_status evaluate(kl_trainer *t, kl_loader *eval, int n_batches, int32_t *in, int32_t *tg, double *loss) {
+static kl_status evaluate(kl_trainer *t, kl_trainer_cuda *gpu, kl_loader *eval, int n_batches, int32_t *in, int32_t *tg,
+                          double *loss) {
     kl_loader_reset(eval);
     double sum = 0;
     int64_t valid = 0;
@@ -60,7 +62,7 @@ static kl_status evaluate(kl_trainer *t, kl_loader *eval, int n_batches, int32_t
         double s;
         int64_t v;
         KL_TRY(kl_loader_next_batch(eval, in, tg));
-        KL_TRY(kl_trainer_eval_batch(t, in, tg, &s, &v));
+        KL_TRY(gpu ? kl_trainer_cuda_eval_batch(gpu, in, tg, &s, &v) : kl_trainer_eval_batch(t, in, tg, &s, &v));
         sum += s;
         valid += v;
     }
@@ -110,6 +112,44 @@ static void opt_settings_from_config(const kl_config *c, kl_opt_settings *os) {
     t->basis = c->optim.dct_basis == KL_CFG_DCT_BASIS_DCT3 ? KL_DCT_BASIS_DCT3 : KL_DCT_BASIS_DCT2;
 }
 
+/* ---- the CUDA path's hooks (train_cuda.c does the work) ---- */
+
+/* train.device: cuda needs a GPU and a config the CUDA path supports; auto takes the GPU when both hold
+ * and otherwise says why it trains on the CPU. */
+static kl_status choose_gpu(const kl_config *c, int *on_gpu) {
+    *on_gpu = 0;
+    if (c->train.device == KL_CFG_DEVICE_CPU) return KL_OK;
+    const int gpus = kl_gpu_count();
+#ifdef KILN_HAVE_CUDA
+    const char *why = "";
+#else
+    const char *why = " (this kiln was built without CUDA)";
+#endif
+    if (c->train.device == KL_CFG_DEVICE_CUDA) {
+        if (gpus == 0) return kl_error(KL_ERR_UNSUPPORTED, "train.device: cuda, but no GPU is visible%s", why);
+        KL_TRY(kl_train_cuda_check_config(c));
+        *on_gpu = 1;
+        return KL_OK;
+    }
+    if (gpus == 0) return KL_OK;
+    if (kl_train_cuda_check_config(c) == KL_OK) {
+        *on_gpu = 1;
+        return KL_OK;
+    }
+    fprintf(stderr, "kiln: a GPU is visible, but %s; training on the CPU\n", kl_last_error());
+    kl_clear_error();
+    return KL_OK;
+}
+
+/* The GPU, its memory table and the step size, before the first step. */
+static void print_gpu_setup(kl_trainer_cuda *gpu, const kl_config *c, double tokens_per_step, int B, int T, int GA) {
+    char name[128];
+    kl_gpu_name(0, name, sizeof name);
+    printf("kiln train: %lld steps of %.0f tokens (batch %d x seq %d x accum %d) on %s, BF16\n",
+           (long long)c->train.steps, tokens_per_step, B, T, GA, name);
+    kl_trainer_cuda_print_memory(gpu, stdout);
+}
+
 kl_status kl_train_run(const kl_config *c) {
     kl_status st = KL_OK;
     kl_model *model = NULL;
@@ -117,12 +157,11 @@ kl_status kl_train_run(const kl_config *c) {
     kl_runlog *log = NULL;
     kl_trainer tr;
     memset(&tr, 0, sizeof tr);
+    kl_trainer_cuda *gpu = NULL; /* set when training on the GPU; tr stays unused then */
     int32_t *in = NULL, *tg = NULL;
 
-    if (c->train.device == KL_CFG_DEVICE_CUDA)
-        return kl_error(KL_ERR_UNSUPPORTED, "train.device: cuda — the CUDA training path is not built yet; use cpu");
-    if (c->train.device == KL_CFG_DEVICE_AUTO && kl_gpu_count() > 0)
-        fprintf(stderr, "kiln: a GPU is visible but the CUDA training path is not built yet; training on the CPU\n");
+    int on_gpu = 0;
+    KL_TRY(choose_gpu(c, &on_gpu));
 
     kl_model_shape shape;
     KL_TRY(kl_model_shape_from_config(c, &shape));
@@ -170,7 +209,13 @@ kl_status kl_train_run(const kl_config *c) {
     opt_settings_from_config(c, &os);
     kl_schedule sched = {(kl_schedule_kind)c->train.schedule, c->optim.lr, c->train.min_lr_ratio,
                          c->train.warmup_steps, c->train.steps, c->train.decay_fraction};
-    if ((st = kl_trainer_init(&tr, model, &to, &os, &sched)) != KL_OK) goto done;
+    if (on_gpu) {
+        kl_model_cuda_opts mo = {0};
+        mo.device_limit = (size_t)c->memory.device_limit;
+        if ((st = kl_trainer_cuda_create(&gpu, model, &to, &os, &sched, &mo)) != KL_OK) goto done;
+    } else if ((st = kl_trainer_init(&tr, model, &to, &os, &sched)) != KL_OK) {
+        goto done;
+    }
 
     in = kl_malloc((size_t)GA * B * T * sizeof *in, "input batch");
     tg = kl_malloc((size_t)GA * B * T * sizeof *tg, "target batch");
@@ -186,11 +231,15 @@ kl_status kl_train_run(const kl_config *c) {
     printf("kiln train: %s, %s, %d layers, hidden %d, heads %d/%d, vocab %d: %.2fM parameters\n", c->train.name,
            kl_arch_name(shape.arch), shape.L, shape.C, shape.NH, shape.NKV, shape.V,
            (double)kl_model_num_params(model) / 1e6);
-    printf("kiln train: %lld steps of %.0f tokens (batch %d x seq %d x accum %d) on the CPU; memory: parameters+grads "
-           "%s, optimizer %s\n",
-           (long long)c->train.steps, tokens_per_step, B, T, GA,
-           kl_format_bytes(2.0 * kl_model_num_params(model) * sizeof(float), pb, sizeof pb),
-           kl_format_bytes((double)tr.opt->vt->state_bytes(tr.opt), sb, sizeof sb));
+    if (gpu)
+        print_gpu_setup(gpu, c, tokens_per_step, B, T, GA);
+    else
+        printf("kiln train: %lld steps of %.0f tokens (batch %d x seq %d x accum %d) on the CPU; memory: "
+               "parameters+grads %s, optimizer %s\n",
+               (long long)c->train.steps, tokens_per_step, B, T, GA,
+               kl_format_bytes(2.0 * kl_model_num_params(model) * sizeof(float), pb, sizeof pb),
+               kl_format_bytes((double)tr.opt->vt->state_bytes(tr.opt), sb, sizeof sb));
+    const double peak_flops = gpu ? kl_gpu_peak_bf16_flops(0) : 0, flops_per_token = kl_model_flops_per_token(model, T);
     printf("kiln train: run folder %s\n", run_dir);
 
     const double t_start = kl_now_seconds();
@@ -200,12 +249,12 @@ kl_status kl_train_run(const kl_config *c) {
         for (int a = 0; a < GA; a++)
             if ((st = kl_loader_next_batch(train, in + (size_t)a * B * T, tg + (size_t)a * B * T)) != KL_OK) goto done;
         kl_step_result r;
-        if ((st = kl_trainer_step(&tr, in, tg, &r)) != KL_OK) goto done;
+        if ((st = gpu ? kl_trainer_cuda_step(gpu, in, tg, &r) : kl_trainer_step(&tr, in, tg, &r)) != KL_OK) goto done;
         tokens_since += (int64_t)tokens_per_step;
         if (r.skipped) {
             char msg[160];
             snprintf(msg, sizeof msg, "step %lld skipped: loss %g, grad norm %g (%d in a row)", (long long)step + 1,
-                     r.loss, r.grad_norm, tr.bad_streak);
+                     r.loss, r.grad_norm, gpu ? kl_trainer_cuda_bad_streak(gpu) : tr.bad_streak);
             kl_runlog_event(log, "skipped_step", msg);
         } else {
             last_loss = r.loss;
@@ -220,8 +269,8 @@ kl_status kl_train_run(const kl_config *c) {
             rec.grad_norm = r.grad_norm;
             rec.lr = r.lr;
             rec.tokens_per_s = tokens_since / (now - t_last);
-            rec.mfu = NAN; /* no peak to compare with on the CPU */
-            rec.mem_bytes = NAN;
+            rec.mfu = peak_flops > 0 ? flops_per_token * rec.tokens_per_s / peak_flops : NAN; /* NaN on the CPU */
+            rec.mem_bytes = gpu ? kl_trainer_cuda_device_used(gpu) : NAN;
             rec.elapsed_s = now - t_start;
             rec.eta_s = (now - t_start) / (double)(step + 1) * (double)(c->train.steps - step - 1);
             rec.tokens_seen = (double)(step + 1) * tokens_per_step;
@@ -230,7 +279,7 @@ kl_status kl_train_run(const kl_config *c) {
             tokens_since = 0;
         }
         if (eval && ((c->train.eval_every > 0 && (step + 1) % c->train.eval_every == 0) || last)) {
-            if ((st = evaluate(&tr, eval, (int)c->train.eval_batches, in, tg, &eval_loss)) != KL_OK) goto done;
+            if ((st = evaluate(&tr, gpu, eval, (int)c->train.eval_batches, in, tg, &eval_loss)) != KL_OK) goto done;
             kl_runlog_eval(log, step + 1, eval_loss);
         }
     }
@@ -238,6 +287,7 @@ kl_status kl_train_run(const kl_config *c) {
     char model_dir[KL_CFG_PATH_MAX + 16];
     snprintf(model_dir, sizeof model_dir, "%s/model", run_dir);
     if ((st = make_dirs(model_dir)) != KL_OK) goto done;
+    if (gpu && (st = kl_trainer_cuda_download(gpu, model)) != KL_OK) goto done; /* master weights to the CPU */
     if ((st = kl_model_save(model, model_dir)) != KL_OK) goto done;
     printf("kiln train: done in %.1f s; final train loss %.4f", kl_now_seconds() - t_start, last_loss);
     if (!isnan(eval_loss))
@@ -249,6 +299,7 @@ done:
     free(in);
     free(tg);
     kl_trainer_free(&tr);
+    kl_trainer_cuda_free(gpu);
     kl_model_free(model);
     kl_loader_close(train);
     kl_loader_close(eval);

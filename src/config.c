@@ -356,6 +356,14 @@ static int parse_value(kl_config *c, const kl_key *k, const char *text, const ch
             }
             if (!ok) snprintf(hint, sizeof hint, " (an entry of the list is empty)");
         }
+        /* a PATH key with choices also takes those words verbatim (train.resume: auto | none | PATH) */
+        char word[64];
+        for (int i = 0; p && k->type == KL_KEY_PATH && k->choices && enum_choice(k->choices, i, word, sizeof word)[0];
+             i++)
+            if (strcmp(text, word) == 0) {
+                snprintf(buf, k->size, "%s", word);
+                p = NULL;
+            }
         while (p && ok) {
             size_t len = k->type == KL_KEY_PATHS ? strcspn(p, ",") : strlen(p);
             char item[KL_CFG_PATH_MAX * 2];
@@ -431,8 +439,10 @@ kl_status kl_config_check_table(void) {
         if (k[i].size != want) return kl_error(KL_ERR_INTERNAL, "key %s.%s: field size %zu, expected %zu", sec, name, k[i].size, want);
         if ((k[i].type == KL_KEY_INT || k[i].type == KL_KEY_FLOAT || k[i].type == KL_KEY_BYTES) && !(k[i].min < k[i].max))
             return kl_error(KL_ERR_INTERNAL, "key %s.%s: empty range", sec, name);
-        if ((k[i].type == KL_KEY_ENUM) != (k[i].choices != NULL))
-            return kl_error(KL_ERR_INTERNAL, "key %s.%s: choices belong to enum keys only", sec, name);
+        if (k[i].type == KL_KEY_ENUM && !k[i].choices)
+            return kl_error(KL_ERR_INTERNAL, "key %s.%s: an enum key needs choices", sec, name);
+        if (k[i].choices && k[i].type != KL_KEY_ENUM && k[i].type != KL_KEY_PATH)
+            return kl_error(KL_ERR_INTERNAL, "key %s.%s: choices belong to enum keys (or path keywords)", sec, name);
         char why[512];
         if (parse_value(&c, &k[i], k[i].def, NULL, why, sizeof why) != 0)
             return kl_error(KL_ERR_INTERNAL, "key %s.%s: default '%s' is invalid: %s", sec, name, k[i].def, why);
@@ -888,7 +898,14 @@ void kl_config_print_reference(FILE *f) {
                     fprintf(f, "%s`%s`", ci ? ", " : "", choice);
                 break;
             }
-            case KL_KEY_PATH: fprintf(f, "path"); break;
+            case KL_KEY_PATH:
+                if (k[i].choices) {
+                    char choice[64];
+                    for (int ci = 0; enum_choice(k[i].choices, ci, choice, sizeof choice)[0]; ci++)
+                        fprintf(f, "`%s`, ", choice);
+                }
+                fprintf(f, "path");
+                break;
             case KL_KEY_PATHS: fprintf(f, "comma-separated paths / globs"); break;
             }
             fprintf(f, " | ");

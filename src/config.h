@@ -87,6 +87,8 @@ typedef struct {
         int64_t eval_every, eval_batches, max_bad_steps;
         double z_loss;
         int64_t seed;
+        int64_t ckpt_every, ckpt_keep, ckpt_keep_every;
+        char resume[KL_CFG_PATH_MAX]; /* "auto", "none" or an absolute step folder */
     } train;
     struct {
         kl_cfg_optim name;
@@ -160,7 +162,7 @@ typedef struct {
     const char *def;     /* default, as it would be written in YAML */
     double min, max;     /* INT, FLOAT, BYTES */
     unsigned flags;      /* KL_KEY_MIN_OPEN | KL_KEY_MAX_OPEN */
-    const char *choices; /* ENUM: "a|b|c" */
+    const char *choices; /* ENUM: "a|b|c"; PATH: words kept verbatim instead of a path ("auto|none") */
     const char *help;    /* one line */
     size_t offset;       /* offsetof(kl_config, section.name) */
     size_t size;         /* sizeof the field */

@@ -82,6 +82,11 @@ static const kl_key keys[] = {
     INT(train, max_bad_steps, "3", 1, 1000000, "consecutive steps with a NaN/Inf loss or gradient before the run halts"),
     FLOAT(train, z_loss, "0", 0, 1, 0, "weight of the z-loss (log-sum-exp squared) term"),
     INT(train, seed, "1234", 0, SEED_MAX, "seed of the training randomness (stochastic rounding, ...)"),
+    INT(train, ckpt_every, "0", 0, STEPS_MAX, "write a checkpoint every N steps and at the end (0 = only on SIGINT/SIGTERM)"),
+    INT(train, ckpt_keep, "3", 1, 1000000, "complete checkpoints kept (the newest ones)"),
+    INT(train, ckpt_keep_every, "0", 0, STEPS_MAX, "also keep every checkpoint whose step is a multiple of this (0 = off)"),
+    KEY(train, resume, KL_KEY_PATH, "auto", 0, 0, 0, "auto|none",
+        "auto = newest complete checkpoint of this run, none = start fresh, or a checkpoint step folder"),
 
     /* ---- optim ---- */
     ENUM(optim, name, "adamw", "adamw|dash|dct_adamw", "optimizer"),

@@ -5,11 +5,13 @@
 
 #include <errno.h>
 #include <math.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
 
+#include "checkpoint.h"
 #include "device.h"
 #include "hf_config.h"
 #include "loader.h"
@@ -17,6 +19,7 @@
 #include "model_io.h"
 #include "run_log.h"
 #include "train_cuda.h"
+#include "train_ckpt.h"
 #include "trainer.h"
 
 static kl_status make_dirs(const char *path) {
@@ -150,6 +153,13 @@ static void print_gpu_setup(kl_trainer_cuda *gpu, const kl_config *c, double tok
     kl_trainer_cuda_print_memory(gpu, stdout);
 }
 
+/* SIGINT / SIGTERM: finish the current step, write a checkpoint, exit 0 saying where it is. */
+static volatile sig_atomic_t stop_requested = 0;
+static void on_stop_signal(int sig) {
+    (void)sig;
+    stop_requested = 1;
+}
+
 kl_status kl_train_run(const kl_config *c) {
     kl_status st = KL_OK;
     kl_model *model = NULL;
@@ -159,6 +169,9 @@ kl_status kl_train_run(const kl_config *c) {
     memset(&tr, 0, sizeof tr);
     kl_trainer_cuda *gpu = NULL; /* set when training on the GPU; tr stays unused then */
     int32_t *in = NULL, *tg = NULL;
+    void (*old_int)(int) = SIG_DFL, (*old_term)(int) = SIG_DFL;
+    int handlers_set = 0;
+    stop_requested = 0;
 
     int on_gpu = 0;
     KL_TRY(choose_gpu(c, &on_gpu));
@@ -217,6 +230,24 @@ kl_status kl_train_run(const kl_config *c) {
         goto done;
     }
 
+    /* resume (CPU trainer only so far: the GPU trainer's optimizer state is not exported yet) */
+    char ckpt_root[KL_CFG_PATH_MAX], msg[4096];
+    int resumed = 0;
+    if ((st = kl_config_ckpt_dir(c, ckpt_root, sizeof ckpt_root)) != KL_OK) goto done;
+    if (gpu) {
+        kl_ckpt_choice choice;
+        if ((st = kl_ckpt_resolve_resume(c->train.resume, ckpt_root, &choice)) != KL_OK) goto done;
+        if (choice.found || c->train.ckpt_every > 0) {
+            st = kl_error(KL_ERR_UNSUPPORTED, "checkpoints are written and resumed by the CPU trainer only so far; on the "
+                                              "GPU set train.ckpt_every=0 and train.resume=none (found: %s)",
+                          choice.found ? choice.dir : "none");
+            goto done;
+        }
+    } else {
+        if ((st = kl_train_restore_checkpoint(c, &tr, train, ckpt_root, &resumed, msg, sizeof msg)) != KL_OK) goto done;
+        if (msg[0]) printf("kiln train: %s\n", msg);
+    }
+
     in = kl_malloc((size_t)GA * B * T * sizeof *in, "input batch");
     tg = kl_malloc((size_t)GA * B * T * sizeof *tg, "target batch");
     if (!in || !tg) {
@@ -224,7 +255,7 @@ kl_status kl_train_run(const kl_config *c) {
         goto done;
     }
     if ((st = make_dirs(run_dir)) != KL_OK) goto done;
-    if ((st = kl_runlog_open(&log, metrics, 0, c->log.console ? stdout : NULL)) != KL_OK) goto done;
+    if ((st = kl_runlog_open(&log, metrics, resumed, c->log.console ? stdout : NULL)) != KL_OK) goto done;
 
     const double tokens_per_step = (double)GA * B * T;
     char pb[32], sb[32];
@@ -245,7 +276,11 @@ kl_status kl_train_run(const kl_config *c) {
     const double t_start = kl_now_seconds();
     double t_last = t_start, eval_loss = NAN, last_loss = NAN;
     int64_t tokens_since = 0;
-    for (int64_t step = 0; step < c->train.steps; step++) {
+    const int64_t first_step = gpu ? 0 : tr.step;
+    old_int = signal(SIGINT, on_stop_signal);
+    old_term = signal(SIGTERM, on_stop_signal);
+    handlers_set = 1;
+    for (int64_t step = first_step; step < c->train.steps; step++) {
         for (int a = 0; a < GA; a++)
             if ((st = kl_loader_next_batch(train, in + (size_t)a * B * T, tg + (size_t)a * B * T)) != KL_OK) goto done;
         kl_step_result r;
@@ -272,7 +307,7 @@ kl_status kl_train_run(const kl_config *c) {
             rec.mfu = peak_flops > 0 ? flops_per_token * rec.tokens_per_s / peak_flops : NAN; /* NaN on the CPU */
             rec.mem_bytes = gpu ? kl_trainer_cuda_device_used(gpu) : NAN;
             rec.elapsed_s = now - t_start;
-            rec.eta_s = (now - t_start) / (double)(step + 1) * (double)(c->train.steps - step - 1);
+            rec.eta_s = (now - t_start) / (double)(step + 1 - first_step) * (double)(c->train.steps - step - 1);
             rec.tokens_seen = (double)(step + 1) * tokens_per_step;
             kl_runlog_step(log, &rec);
             t_last = now;
@@ -281,6 +316,18 @@ kl_status kl_train_run(const kl_config *c) {
         if (eval && ((c->train.eval_every > 0 && (step + 1) % c->train.eval_every == 0) || last)) {
             if ((st = evaluate(&tr, gpu, eval, (int)c->train.eval_batches, in, tg, &eval_loss)) != KL_OK) goto done;
             kl_runlog_eval(log, step + 1, eval_loss);
+        }
+        const int periodic = c->train.ckpt_every > 0 && ((step + 1) % c->train.ckpt_every == 0 || last);
+        if (!gpu && (periodic || stop_requested)) {
+            char dir[KL_CFG_PATH_MAX + 32];
+            if ((st = kl_train_save_checkpoint(c, &tr, train, ckpt_root, dir, sizeof dir)) != KL_OK) goto done;
+            snprintf(msg, sizeof msg, "step %lld saved to %s", (long long)step + 1, dir);
+            kl_runlog_event(log, "checkpoint", msg);
+        }
+        if (stop_requested) {
+            printf("kiln train: stopped by a signal after step %lld; %s\n", (long long)step + 1,
+                   gpu ? "no checkpoint (GPU trainer)" : "resume with the same command (train.resume: auto)");
+            goto done;
         }
     }
 
@@ -295,6 +342,10 @@ kl_status kl_train_run(const kl_config *c) {
     printf("\nkiln train: model saved to %s\n", model_dir);
 
 done:
+    if (handlers_set) {
+        signal(SIGINT, old_int);
+        signal(SIGTERM, old_term);
+    }
     kl_runlog_close(log);
     free(in);
     free(tg);

@@ -49,6 +49,10 @@ static void check_exact_resume(const std::string &extra) {
 
 TEST(Resume, SyntheticStreamWithAccumulationIsBitExact) { check_exact_resume(""); }
 
+TEST(Resume, DashOptimizerStateIsBitExact) {
+    check_exact_resume("optim.name=dash optim.dash_block_size=32 optim.dash_inv_root_every=4");
+}
+
 TEST(Resume, AcrossTokenFilesIsBitExact) {
     std::string d = kltest::make_temp_dir("resume_files");
     uint64_t seed = kltest::fresh_seed("resume files");

@@ -9,6 +9,8 @@ int kl_cmd_config(int argc, char **argv);   /* cmd_config.c:   print the resolve
 int kl_cmd_data(int argc, char **argv);     /* cmd_data.c:     inspect token files */
 int kl_cmd_bench(int argc, char **argv);    /* cmd_bench.c:    benchmarks, JSON out */
 int kl_cmd_generate(int argc, char **argv); /* cmd_generate.c: sample text from a model */
+int kl_cmd_init(int argc, char **argv);     /* cmd_export.c:   a randomly initialised HF folder */
+int kl_cmd_export(int argc, char **argv);   /* cmd_export.c:   a checkpoint as an HF folder */
 int kl_cmd_eval(int argc, char **argv);     /* cmd_eval.c:     loss / perplexity of a model on the eval set */
 
 /* True if argv holds -h or --help. */

@@ -57,16 +57,19 @@ kl_status kl_model_load(kl_model **out, const char *dir) {
     kl_model_shape s;
     snprintf(path, sizeof path, "%s/config.json", dir);
     KL_TRY(kl_hf_config_read(path, &s));
-    snprintf(path, sizeof path, "%s/model.safetensors", dir);
-    kl_st_file f;
-    KL_TRY(kl_st_open(&f, path));
+    /* model.safetensors, or the shards model.safetensors.index.json names */
+    kl_st_dir f;
+    KL_TRY(kl_st_dir_open(&f, dir));
+    if (f.sharded) snprintf(path, sizeof path, "%s/model.safetensors.index.json", dir);
+    else snprintf(path, sizeof path, "%s/model.safetensors", dir);
     kl_model *m = NULL;
     kl_status st = kl_model_create(&m, &s);
     if (st != KL_OK) {
-        kl_st_close(&f);
+        kl_st_dir_close(&f);
         return st;
     }
     char *used = calloc((size_t)f.n + 1, 1);
+    if (!used) st = kl_error(KL_ERR_OOM, "%s: out of memory", path);
     char missing[1024] = "";
     float *params = kl_model_params(m);
     for (int i = 0; i < kl_model_num_param_tensors(m) && st == KL_OK; i++) {
@@ -74,14 +77,16 @@ kl_status kl_model_load(kl_model **out, const char *dir) {
         kl_hf_part parts[3];
         int n = kl_hf_parts(&s, p, parts);
         for (int k = 0; k < n && st == KL_OK; k++) {
-            const kl_st_tensor *t = kl_st_find(&f, parts[k].name);
-            if (!t) {
+            const int at = kl_st_dir_index(&f, parts[k].name);
+            if (at < 0) {
                 size_t len = strlen(missing);
                 if (len < sizeof missing - 100)
                     snprintf(missing + len, sizeof missing - len, "%s%s", len ? ", " : "", parts[k].name);
                 continue;
             }
-            used[t - f.tensors] = 1;
+            const kl_st_tensor *t = f.tensors[at];
+            const char *file = f.files[f.file_of[at]].path;
+            used[at] = 1;
             const int vec = parts[k].ndim == 1;
             const int64_t want_rows = vec ? (n == 1 ? p->cols : parts[k].rows) : parts[k].rows;
             const int64_t want_cols = vec ? 1 : p->cols;
@@ -91,12 +96,12 @@ kl_status kl_model_load(kl_model **out, const char *dir) {
                 else snprintf(got, sizeof got, "%d-D, first dim %lld", t->ndim, t->ndim ? (long long)t->shape[0] : 0LL);
                 if (vec) snprintf(want, sizeof want, "[%lld]", (long long)want_rows);
                 else snprintf(want, sizeof want, "[%lld, %lld]", (long long)want_rows, (long long)want_cols);
-                st = kl_error(KL_ERR_INVALID, "%s: tensor '%s' has shape %s, config.json implies %s", path, t->name, got,
+                st = kl_error(KL_ERR_INVALID, "%s: tensor '%s' has shape %s, config.json implies %s", file, t->name, got,
                               want);
                 break;
             }
             float *dst = params + p->offset + (size_t)parts[k].row0 * (vec ? 1 : (size_t)p->cols);
-            st = kl_st_read_f32(t, dst, t->numel, path);
+            st = kl_st_read_f32(t, dst, t->numel, file);
         }
     }
     if (st == KL_OK && missing[0]) st = kl_error(KL_ERR_INVALID, "%s: missing tensors: %s", path, missing);
@@ -105,15 +110,15 @@ kl_status kl_model_load(kl_model **out, const char *dir) {
         for (int i = 0; i < f.n; i++) {
             if (used[i]) continue;
             /* transformers may store the tied head anyway; it must then equal the embedding */
-            if (s.tie_embeddings && strcmp(f.tensors[i].name, "lm_head.weight") == 0) continue;
+            if (s.tie_embeddings && strcmp(f.tensors[i]->name, "lm_head.weight") == 0) continue;
             size_t len = strlen(extra);
             if (len < sizeof extra - 100)
-                snprintf(extra + len, sizeof extra - len, "%s%s", len ? ", " : "", f.tensors[i].name);
+                snprintf(extra + len, sizeof extra - len, "%s%s", len ? ", " : "", f.tensors[i]->name);
         }
         if (extra[0]) st = kl_error(KL_ERR_INVALID, "%s: unexpected tensors: %s", path, extra);
     }
     free(used);
-    kl_st_close(&f);
+    kl_st_dir_close(&f);
     if (st != KL_OK) {
         kl_model_free(m);
         return st;

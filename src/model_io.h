@@ -6,7 +6,8 @@
 
 /* Writes dir/config.json and dir/model.safetensors (F32). The folder must exist. */
 kl_status kl_model_save(kl_model *m, const char *dir);
-/* Creates a model from dir/config.json and loads dir/model.safetensors (F32, BF16 or F16 weights).
+/* Creates a model from dir/config.json and loads dir/model.safetensors, or the shards that
+ * dir/model.safetensors.index.json names (F32, BF16, F16 or F64 weights; safetensors.h kl_st_dir).
  * Missing or unexpected tensors and shapes that disagree with the config are errors that list them. */
 kl_status kl_model_load(kl_model **out, const char *dir);
 

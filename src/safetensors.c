@@ -391,7 +391,7 @@ static int plain_file_name(const char *s) {
     return n > 0 && n < 256 && s[0] != '.' && !strchr(s, '/') && !strchr(s, '\\');
 }
 
-static int dir_index_of(const kl_st_dir *d, const char *name) {
+int kl_st_dir_index(const kl_st_dir *d, const char *name) {
     int lo = 0, hi = d->n - 1;
     while (lo <= hi) {
         const int mid = lo + (hi - lo) / 2, c = strcmp(d->tensors[mid]->name, name);
@@ -498,7 +498,7 @@ static kl_status dir_open_index(kl_st_dir *d, const char *index_path) {
     for (int k = 0; k < d->nfiles; k++) {
         const kl_st_file *f = &d->files[k];
         for (int i = 0; i < f->n; i++) {
-            const int at = dir_index_of(d, f->tensors[i].name);
+            const int at = kl_st_dir_index(d, f->tensors[i].name);
             if (at < 0 || d->file_of[at] != k) {
                 st = kl_error(KL_ERR_INVALID, "%s holds tensor '%.200s', which %s %s", f->path, f->tensors[i].name,
                               index_path, at < 0 ? "does not list" : "places in another shard");
@@ -533,12 +533,12 @@ kl_status kl_st_dir_open(kl_st_dir *d, const char *dir) {
 }
 
 const kl_st_tensor *kl_st_dir_find(const kl_st_dir *d, const char *name) {
-    const int i = dir_index_of(d, name);
+    const int i = kl_st_dir_index(d, name);
     return i < 0 ? NULL : d->tensors[i];
 }
 
 const char *kl_st_dir_file_of(const kl_st_dir *d, const char *name) {
-    const int i = dir_index_of(d, name);
+    const int i = kl_st_dir_index(d, name);
     return i < 0 ? NULL : d->files[d->file_of[i]].path;
 }
 

@@ -82,6 +82,7 @@ typedef struct {
 
 kl_status kl_st_dir_open(kl_st_dir *d, const char *dir); /* d is zeroed first */
 const kl_st_tensor *kl_st_dir_find(const kl_st_dir *d, const char *name); /* NULL when absent */
+int kl_st_dir_index(const kl_st_dir *d, const char *name); /* i with tensors[i] named so; -1 when absent */
 /* Path of the file holding tensor `name` (for messages), or NULL. */
 const char *kl_st_dir_file_of(const kl_st_dir *d, const char *name);
 void kl_st_dir_close(kl_st_dir *d);

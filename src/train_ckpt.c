@@ -43,7 +43,8 @@ static char *config_text(const kl_config *c) {
 }
 
 kl_status kl_train_save_checkpoint(const kl_config *c, kl_trainer *t, kl_loader *train, const char *ckpt_root,
-                                   char *saved_dir, size_t n) {
+                                   char *saved_dir, size_t n, char *warning, size_t wn) {
+    warning[0] = 0;
     signature sig;
     make_signature(t, &sig);
     const char *keys[] = {"model", "optimizer", "world_size"};
@@ -79,7 +80,10 @@ kl_status kl_train_save_checkpoint(const kl_config *c, kl_trainer *t, kl_loader 
     KL_TRY(kl_ckpt_writer_finish(w));
     KL_TRY(kl_ckpt_mark_done(ckpt_root, t->step, 1));
     KL_TRY(kl_ckpt_step_dir(ckpt_root, t->step, saved_dir, n));
-    return kl_ckpt_prune(ckpt_root, (int)c->train.ckpt_keep, c->train.ckpt_keep_every, NULL);
+    /* a folder the pruner may not delete (it holds someone's file) must not stop the run */
+    if (kl_ckpt_prune(ckpt_root, (int)c->train.ckpt_keep, c->train.ckpt_keep_every, NULL) != KL_OK)
+        snprintf(warning, wn, "old checkpoints not pruned: %s", kl_last_error());
+    return KL_OK;
 }
 
 kl_status kl_train_restore_checkpoint(const kl_config *c, kl_trainer *t, kl_loader *train, const char *ckpt_root,

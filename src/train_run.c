@@ -320,9 +320,12 @@ kl_status kl_train_run(const kl_config *c) {
         const int periodic = c->train.ckpt_every > 0 && ((step + 1) % c->train.ckpt_every == 0 || last);
         if (!gpu && (periodic || stop_requested)) {
             char dir[KL_CFG_PATH_MAX + 32];
-            if ((st = kl_train_save_checkpoint(c, &tr, train, ckpt_root, dir, sizeof dir)) != KL_OK) goto done;
+            char warn[1024];
+            if ((st = kl_train_save_checkpoint(c, &tr, train, ckpt_root, dir, sizeof dir, warn, sizeof warn)) != KL_OK)
+                goto done;
             snprintf(msg, sizeof msg, "step %lld saved to %s", (long long)step + 1, dir);
             kl_runlog_event(log, "checkpoint", msg);
+            if (warn[0]) kl_runlog_event(log, "warning", warn);
         }
         if (stop_requested) {
             printf("kiln train: stopped by a signal after step %lld; %s\n", (long long)step + 1,

@@ -943,5 +943,5 @@ kl_status kl_config_ckpt_dir(const kl_config *c, char *buf, size_t n) {
 int kl_config_cli_error(const char *cmd, kl_status s) {
     if (s == KL_OK) return 0;
     fprintf(stderr, "kiln %s: %s\n", cmd, kl_last_error());
-    return (s == KL_ERR_CONFIG || s == KL_ERR_INVALID) ? 2 : 1;
+    return (s == KL_ERR_CONFIG || s == KL_ERR_INVALID || s == KL_ERR_UNSUPPORTED) ? 2 : 1;
 }

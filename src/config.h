@@ -217,7 +217,8 @@ kl_status kl_config_metrics_path(const kl_config *c, char *buf, size_t n);
 kl_status kl_config_ckpt_dir(const kl_config *c, char *buf, size_t n);
 
 /* For the CLI only (it prints): reports kl_last_error() as "kiln CMD: message" on stderr and returns the
- * exit status for `s`: 2 for configuration and input errors, 1 for runtime failures, 0 for KL_OK. */
+ * exit status for `s`: 2 for configuration, input and unsupported-feature errors, 1 for runtime failures,
+ * 0 for KL_OK. */
 int kl_config_cli_error(const char *cmd, kl_status s);
 
 #ifdef __cplusplus

@@ -119,9 +119,21 @@ static void opt_settings_from_config(const kl_config *c, kl_opt_settings *os) {
 
 /* train.device: cuda needs a GPU and a config the CUDA path supports; auto takes the GPU when both hold
  * and otherwise says why it trains on the CPU. */
+/* Keys for parts the CPU trainer does not have: refused rather than ignored. */
+static kl_status check_cpu_config(const kl_config *c) {
+    if (c->memory.recompute != KL_CFG_RECOMPUTE_NONE)
+        return kl_error(KL_ERR_UNSUPPORTED, "memory.recompute: activation recompute is not built yet (use none)");
+    if (c->parallel.gpus != 1 || c->parallel.zero != 0)
+        return kl_error(KL_ERR_UNSUPPORTED, "parallel.gpus / parallel.zero: multi-GPU training is not built yet");
+    if (c->optim.state_dtype != KL_CFG_STATE_FP32 || c->precision.master != KL_CFG_MASTER_FP32)
+        return kl_error(KL_ERR_UNSUPPORTED,
+                        "optim.state_dtype / precision.master: the CPU trainer keeps FP32 weights and state");
+    return KL_OK;
+}
+
 static kl_status choose_gpu(const kl_config *c, int *on_gpu) {
     *on_gpu = 0;
-    if (c->train.device == KL_CFG_DEVICE_CPU) return KL_OK;
+    if (c->train.device == KL_CFG_DEVICE_CPU) return check_cpu_config(c);
     const int gpus = kl_gpu_count();
 #ifdef KILN_HAVE_CUDA
     const char *why = "";
@@ -134,14 +146,14 @@ static kl_status choose_gpu(const kl_config *c, int *on_gpu) {
         *on_gpu = 1;
         return KL_OK;
     }
-    if (gpus == 0) return KL_OK;
+    if (gpus == 0) return check_cpu_config(c);
     if (kl_train_cuda_check_config(c) == KL_OK) {
         *on_gpu = 1;
         return KL_OK;
     }
     fprintf(stderr, "kiln: a GPU is visible, but %s; training on the CPU\n", kl_last_error());
     kl_clear_error();
-    return KL_OK;
+    return check_cpu_config(c);
 }
 
 /* The GPU, its memory table and the step size, before the first step. */

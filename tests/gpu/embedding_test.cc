@@ -11,6 +11,7 @@
 #include <random>
 #include <vector>
 
+#include "gpu_test_util.h"
 #include "test_util.h"
 
 extern "C" {
@@ -20,34 +21,6 @@ extern "C" {
 }
 
 namespace {
-
-template <typename T>
-struct Dev {
-    T *p = nullptr;
-    size_t n = 0;
-    explicit Dev(size_t count) : n(count) { EXPECT_EQ(cudaMalloc(&p, (count ? count : 1) * sizeof(T)), cudaSuccess); }
-    explicit Dev(const std::vector<T> &h) : Dev(h.size()) { put(h); }
-    ~Dev() { cudaFree(p); }
-    Dev(const Dev &) = delete;
-    Dev &operator=(const Dev &) = delete;
-    void put(const std::vector<T> &h) { EXPECT_EQ(cudaMemcpy(p, h.data(), n * sizeof(T), cudaMemcpyHostToDevice), cudaSuccess); }
-    std::vector<T> get() const {
-        std::vector<T> h(n);
-        EXPECT_EQ(cudaMemcpy(h.data(), p, n * sizeof(T), cudaMemcpyDeviceToHost), cudaSuccess);
-        return h;
-    }
-};
-
-std::vector<kl_bf16> to_bf16(const std::vector<float> &v) {
-    std::vector<kl_bf16> r(v.size());
-    for (size_t i = 0; i < v.size(); i++) r[i] = kl_f32_to_bf16(v[i]);
-    return r;
-}
-std::vector<float> to_f32(const std::vector<kl_bf16> &v) {
-    std::vector<float> r(v.size());
-    for (size_t i = 0; i < v.size(); i++) r[i] = kl_bf16_to_f32(v[i]);
-    return r;
-}
 
 // Tokens drawn from a small vocabulary, so most ids repeat many times (the case the plan exists for).
 std::vector<int32_t> random_tokens(int N, int V, uint64_t seed) {

@@ -355,6 +355,14 @@ kl_status kl_train_run(const kl_config *c) {
     if (!isnan(eval_loss))
         printf(", eval loss %.4f (%.3f bits per token)", eval_loss, eval_loss / M_LN2);
     printf("\nkiln train: model saved to %s\n", model_dir);
+    if (!gpu && tr.opt_steps > 0) { /* optimizer cost per applied step (CPU trainer), for comparing optimizers */
+        const size_t state = tr.opt->vt->state_bytes(tr.opt);
+        snprintf(msg, sizeof msg, "%.3f ms/step over %lld steps, state %.3f MiB (%zu bytes)",
+                 1e3 * tr.opt_seconds / (double)tr.opt_steps, (long long)tr.opt_steps, (double)state / 1048576.0,
+                 state);
+        kl_runlog_event(log, "optimizer", msg); /* console line "optimizer: ..." and a JSONL event */
+        if (!c->log.console) printf("kiln train: optimizer: %s\n", msg);
+    }
 
 done:
     if (handlers_set) {

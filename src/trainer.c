@@ -97,7 +97,11 @@ kl_status kl_trainer_step(kl_trainer *t, const int32_t *inputs, const int32_t *t
         for (size_t i = 0; i < n; i++) g[i] *= scale;
     }
     t->step++;
-    return t->opt->vt->step(t->opt, kl_model_params(t->model), g, r->lr, t->step);
+    const double t0 = kl_now_seconds();
+    kl_status st = t->opt->vt->step(t->opt, kl_model_params(t->model), g, r->lr, t->step);
+    t->opt_seconds += kl_now_seconds() - t0;
+    t->opt_steps++;
+    return st;
 }
 
 kl_status kl_trainer_eval_batch(kl_trainer *t, const int32_t *inputs, const int32_t *targets, double *loss_sum,

@@ -31,6 +31,8 @@ typedef struct {
     kl_opt_param *groups; /* the optimizer's view of the parameter table */
     int64_t step;         /* optimizer steps completed */
     int bad_streak;
+    double opt_seconds;   /* wall time inside the optimizer's step, summed over this process's applied steps */
+    int64_t opt_steps;    /* how many steps opt_seconds covers (skipped steps and resumed-from steps excluded) */
 } kl_trainer;
 
 typedef struct {

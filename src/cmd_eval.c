@@ -28,7 +28,8 @@ static int usage(FILE *f, int code) {
             "  --data FILES        eval token files, comma-separated globs (overrides data.eval)\n"
             "  --batches N         only the first N batches (default: all)\n"
             "  --tokenizer FILE    a byte-level BPE tokenizer.json, for bits per byte (default: the model\n"
-            "                      folder's tokenizer.json; byte-level vocabularies (256, 257) need none)\n"
+            "                      folder's tokenizer.json, else model.hf_dir's; byte-level vocabularies\n"
+            "                      (256, 257) need none)\n"
             "  --dump-logits FILE  write the first batch's logits as a .npy file, float32 (B, T, V)\n"
             "  --dump-inputs FILE  write the first batch's input ids as a .npy file, int32 (B, T)\n"
             "  --quiet             no table and no progress: only the JSON line\n");
@@ -259,9 +260,15 @@ static kl_status run(const eval_args *a, const kl_config *c) {
     /* bytes per token: byte-level vocabularies directly, else from a byte-level BPE tokenizer.json */
     char tok_path[KL_CFG_PATH_MAX + 32] = "";
     const int byte_vocab = V == 256 || V == 257;
-    if (a->tokenizer) snprintf(tok_path, sizeof tok_path, "%s", a->tokenizer);
-    else if (!byte_vocab) snprintf(tok_path, sizeof tok_path, "%s/tokenizer.json", dir);
-    if (!a->tokenizer && tok_path[0] && !file_exists(tok_path)) tok_path[0] = 0; /* optional: no bits per byte */
+    if (a->tokenizer) {
+        snprintf(tok_path, sizeof tok_path, "%s", a->tokenizer);
+    } else if (!byte_vocab) { /* optional: without one there is no bits per byte */
+        snprintf(tok_path, sizeof tok_path, "%s/tokenizer.json", dir);
+        /* a run's saved model has no tokenizer: the one of the folder it was fine-tuned from applies */
+        if (!file_exists(tok_path) && c->model.hf_dir[0])
+            snprintf(tok_path, sizeof tok_path, "%s/tokenizer.json", c->model.hf_dir);
+        if (!file_exists(tok_path)) tok_path[0] = 0;
+    }
     if (byte_vocab || tok_path[0]) {
         if (!(bytes = kl_malloc((size_t)V * sizeof *bytes, "bytes per token"))) {
             st = KL_ERR_OOM;
@@ -338,7 +345,7 @@ static kl_status run(const eval_args *a, const kl_config *c) {
         printf("  %-16s %.4f\n", "perplexity", ppl);
         printf("  %-16s %.4f\n", "bits per token", bpt);
         if (bytes) printf("  %-16s %.4f\n", "bits per byte", bpb);
-        else printf("  %-16s n/a (no byte-level tokenizer.json: pass --tokenizer)\n", "bits per byte");
+        else printf("  %-16s n/a (no tokenizer.json found: pass --tokenizer)\n", "bits per byte");
         printf("  %-16s %.1f s (%.0f tokens/s)\n\n", "time", secs, (double)nb * B * T / secs);
     }
     kl_json j;

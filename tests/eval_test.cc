@@ -309,15 +309,22 @@ TEST(Eval, PicksTheRunsModelElseModelHfDir) {
     write_tokens(dir + "/train.bin", random_tokens(4 * 8 + 1, V, seed + 2), V);
     kltest::write_file(dir + "/run.yaml", "model:\n  hf_dir: base\ndata:\n  train: train.bin\n  eval: eval.bin\n"
                                           "  seq_len: 8\ntrain:\n  name: r\n  out_dir: out\n  batch_size: 2\n");
+    /* a byte-level tokenizer.json for the base folder: token i is "t<i>", 1 + its digits bytes */
+    std::string tj = "{\"added_tokens\": [], \"decoder\": {\"type\": \"ByteLevel\"}, \"model\": {\"type\": "
+                     "\"BPE\", \"merges\": [], \"vocab\": {";
+    for (int i = 0; i < V; i++) tj += (i ? ", \"t" : "\"t") + std::to_string(i) + "\": " + std::to_string(i);
+    kltest::write_file(dir + "/base/tokenizer.json", tj + "}}}");
     std::string out;
     ASSERT_EQ(kltest::run_kiln("eval " + q(dir + "/run.yaml"), &out), 0) << out;
     EXPECT_NE(out.find("model.hf_dir; the run has no trained model yet"), std::string::npos) << out;
-    const double base_loss = json_number(out, "loss");
+    const double base_loss = json_number(out, "loss"), base_bytes = json_number(out, "bytes");
+    EXPECT_GT(base_bytes, json_number(out, "tokens")) << out; /* 2 or 3 bytes per token */
 
     save_random_model(small_shape(V), dir + "/out/model", seed + 3);
     ASSERT_EQ(kltest::run_kiln("eval " + q(dir + "/run.yaml"), &out), 0) << out;
     EXPECT_NE(out.find("the run's trained model"), std::string::npos) << out;
     EXPECT_NE(json_number(out, "loss"), base_loss) << "a different model (other random weights)";
+    EXPECT_EQ(json_number(out, "bytes"), base_bytes) << "the run's model uses model.hf_dir's tokenizer\n" << out;
 
     /* --model wins over both */
     ASSERT_EQ(kltest::run_kiln("eval " + q(dir + "/run.yaml") + " --model " + q(dir + "/base"), &out), 0) << out;

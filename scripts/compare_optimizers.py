@@ -31,6 +31,8 @@ RUNS = [
     ("DCT-AdamW r=16", ["optim.name=dct_adamw", "optim.dct_rank=16"]),
     ("DCT-AdamW r=48", ["optim.name=dct_adamw", "optim.dct_rank=48"]),
     ("DCT-AdamW r=96", ["optim.name=dct_adamw", "optim.dct_rank=96"]),
+    # lr check for the baseline (the per-run override comes after the common optim.lr and wins)
+    ("AdamW lr=6e-3", ["optim.name=adamw", "optim.lr=6e-3"]),
 ]
 
 OPT_EVENT = re.compile(r"([0-9.]+) ms/step over (\d+) steps, state ([0-9.]+) MiB \((\d+) bytes\)")
@@ -164,7 +166,15 @@ def main():
 
     runs = RUNS if not a.only else [r for r in RUNS if r[0] in a.only.split(",")]
     results = [run_one(a, label, ov) for label, ov in runs]
-    with open(os.path.join(a.out, "results.json"), "w") as f:
+    # merge with the runs of earlier invocations (--only), in RUNS order
+    res_path = os.path.join(a.out, "results.json")
+    if os.path.exists(res_path):
+        with open(res_path) as f:
+            done = {r["label"]: r for r in json.load(f)}
+        done.update({r["label"]: r for r in results})
+        order = [label for label, _ in RUNS]
+        results = sorted(done.values(), key=lambda r: order.index(r["label"]) if r["label"] in order else len(order))
+    with open(res_path, "w") as f:
         json.dump(results, f, indent=1)
     # AdamW's state is two fp32 moments per parameter, so fp32 parameter bytes = its state / 2
     adamw = next((r for r in results if r["label"] == "AdamW"), None)

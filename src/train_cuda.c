@@ -1,6 +1,7 @@
 /* train_cuda.c — the GPU trainer (train_cuda.h): trainer.c's step with the model on the device, the norm,
  * clip factor and AdamW queued behind the backward, and a single read-back of loss sum and gradient norm
- * at the end of each step. Parameter groups as trainer.c builds them. */
+ * at the end of each step. Parameter groups as trainer.c builds them. Checkpoint state (master weights,
+ * moments, counters) moves to and from the host in the CPU trainer's layout; train_ckpt.c writes it. */
 #include "train_cuda.h"
 
 #include <math.h>
@@ -37,6 +38,11 @@ kl_status kl_train_cuda_check_config(const kl_config *c) {
     return KL_OK;
 }
 
+/* optim/adamw.c's buffer names: a GPU checkpoint's entries are those of a CPU AdamW checkpoint */
+static const char *const adamw_state_names[2] = {"adamw.m", "adamw.v"};
+int kl_trainer_cuda_n_state_buffers(void) { return 2; }
+const char *kl_trainer_cuda_state_buffer_name(int i) { return i >= 0 && i < 2 ? adamw_state_names[i] : NULL; }
+
 #ifdef KILN_HAVE_CUDA
 
 #include "adamw_cuda.h" /* AdamW step, FP64 sum of squares, clip factor: all on the device */
@@ -48,8 +54,12 @@ struct kl_trainer_cuda {
     kl_schedule sched;
     int64_t step;
     int bad_streak;
+    uint64_t backward_passes; /* micro-batch backward passes run, as the CPU model counts them */
     int n_ranges;
     uint32_t n_blocks;
+    kl_adamw_range *ranges;   /* host copy: device offset and size of each tensor */
+    size_t *cpu_off;          /* each tensor's offset in the CPU layout (kl_model_params) */
+    size_t n_params;          /* CPU layout length */
     kl_adamw_range *ranges_dev;
     float *adam_m, *adam_v;
     size_t state_bytes;
@@ -73,6 +83,7 @@ kl_status kl_trainer_cuda_create(kl_trainer_cuda **out, kl_model *cpu, const kl_
     t->sched = *sched;
     kl_status st;
     kl_adamw_range *ranges = NULL;
+    t->n_params = kl_model_num_params(cpu);
     if ((st = kl_model_cuda_create(&t->m, cpu, mo)) != KL_OK) goto fail;
     if ((st = kl_model_cuda_reserve(t->m, o->B, o->T, o->grad_accum)) != KL_OK) goto fail;
     const kl_model_cuda_bufs *b = kl_model_cuda_buffers(t->m);
@@ -80,14 +91,16 @@ kl_status kl_trainer_cuda_create(kl_trainer_cuda **out, kl_model *cpu, const kl_
     /* parameter groups exactly as kl_trainer_init: decay on linear-layer matrices (and the untied head);
      * embeddings, norms and biases only when asked */
     t->n_ranges = kl_model_num_param_tensors(cpu);
-    ranges = kl_calloc((size_t)t->n_ranges, sizeof *ranges, "AdamW ranges");
-    if (!ranges) {
+    ranges = t->ranges = kl_calloc((size_t)t->n_ranges, sizeof *ranges, "AdamW ranges");
+    t->cpu_off = kl_calloc((size_t)t->n_ranges, sizeof *t->cpu_off, "CPU parameter offsets");
+    if (!ranges || !t->cpu_off) {
         st = KL_ERR_OOM;
         goto fail;
     }
     for (int i = 0; i < t->n_ranges; i++) {
         const kl_param_info *p = kl_model_param_info(cpu, i);
         const int is_matrix = p->kind == KL_PARAM_MATRIX || p->kind == KL_PARAM_HEAD;
+        t->cpu_off[i] = p->offset;
         ranges[i].offset = kl_model_cuda_param_offset(t->m, i);
         ranges[i].numel = p->numel;
         ranges[i].lr_mult = 1.0f;
@@ -116,11 +129,9 @@ kl_status kl_trainer_cuda_create(kl_trainer_cuda **out, kl_model *cpu, const kl_
     if ((st = kl_alloc_pinned(b->mem, &p, 2 * sizeof(double), KL_MEM_OTHER, "step read-back")) != KL_OK) goto fail;
     t->host_res = p;
     if ((st = kl_cuda_stream_sync(b->stream)) != KL_OK) goto fail; /* `ranges` is pageable host memory */
-    free(ranges);
     *out = t;
     return KL_OK;
 fail:
-    free(ranges);
     kl_trainer_cuda_free(t);
     return st;
 }
@@ -128,6 +139,8 @@ fail:
 void kl_trainer_cuda_free(kl_trainer_cuda *t) {
     if (!t) return;
     kl_model_cuda_free(t->m); /* its allocator also held the optimizer state */
+    free(t->ranges);
+    free(t->cpu_off);
     free(t);
 }
 
@@ -137,6 +150,43 @@ int kl_trainer_cuda_bad_streak(const kl_trainer_cuda *t) { return t->bad_streak;
 size_t kl_trainer_cuda_state_bytes(const kl_trainer_cuda *t) { return t->state_bytes; }
 
 kl_status kl_trainer_cuda_download(kl_trainer_cuda *t, kl_model *cpu) { return kl_model_cuda_download(t->m, cpu); }
+kl_status kl_trainer_cuda_upload(kl_trainer_cuda *t, kl_model *cpu) { return kl_model_cuda_upload(t->m, cpu); }
+
+static kl_status state_buffer(kl_trainer_cuda *t, int i, float **dev) {
+    if (i < 0 || i >= kl_trainer_cuda_n_state_buffers())
+        return kl_error(KL_ERR_INVALID, "GPU trainer: no optimizer state buffer %d (there are %d)", i,
+                        kl_trainer_cuda_n_state_buffers());
+    *dev = i == 0 ? t->adam_m : t->adam_v;
+    return KL_OK;
+}
+
+/* Tensor by tensor between the device layout (128-element aligned) and the packed CPU layout; the
+ * alignment gaps on the device are never written, so they stay zero. */
+kl_status kl_trainer_cuda_download_state(kl_trainer_cuda *t, int i, float *host) {
+    float *dev = NULL;
+    KL_TRY(state_buffer(t, i, &dev));
+    struct CUstream_st *s = kl_model_cuda_buffers(t->m)->stream;
+    for (int k = 0; k < t->n_ranges; k++)
+        KL_TRY(kl_cuda_d2h_async(host + t->cpu_off[k], dev + t->ranges[k].offset, t->ranges[k].numel * sizeof(float), s));
+    return kl_cuda_stream_sync(s);
+}
+
+kl_status kl_trainer_cuda_upload_state(kl_trainer_cuda *t, int i, const float *host) {
+    float *dev = NULL;
+    KL_TRY(state_buffer(t, i, &dev));
+    struct CUstream_st *s = kl_model_cuda_buffers(t->m)->stream;
+    for (int k = 0; k < t->n_ranges; k++)
+        KL_TRY(kl_cuda_h2d_async(dev + t->ranges[k].offset, host + t->cpu_off[k], t->ranges[k].numel * sizeof(float), s));
+    return kl_cuda_stream_sync(s); /* pageable source: the caller may reuse it on return */
+}
+
+size_t kl_trainer_cuda_num_params(const kl_trainer_cuda *t) { return t->n_params; }
+uint64_t kl_trainer_cuda_backward_passes(const kl_trainer_cuda *t) { return t->backward_passes; }
+void kl_trainer_cuda_set_progress(kl_trainer_cuda *t, int64_t step, int bad_streak, uint64_t backward_passes) {
+    t->step = step;
+    t->bad_streak = bad_streak;
+    t->backward_passes = backward_passes;
+}
 void kl_trainer_cuda_print_memory(kl_trainer_cuda *t, FILE *f) { kl_devmem_print(kl_model_cuda_buffers(t->m)->mem, f); }
 double kl_trainer_cuda_device_used(kl_trainer_cuda *t) {
     return (double)kl_devmem_device_used(kl_model_cuda_buffers(t->m)->mem);
@@ -158,6 +208,7 @@ kl_status kl_trainer_cuda_step(kl_trainer_cuda *t, const int32_t *inputs, const 
     }
     const kl_model_cuda_bufs *b = kl_model_cuda_buffers(t->m);
     KL_TRY(kl_model_cuda_accumulate(t->m, inputs, targets, GA, B, T, t->o.z_loss, (float)(1.0 / (double)valid)));
+    t->backward_passes += (uint64_t)GA;
     /* norm, clip factor (0 = skip: non-finite loss or norm) and the update, all behind the backward */
     KL_TRY(kl_sum_squares_cuda(t->sumsq, 0, b->grads, b->n_elems, b->scratch, b->stream));
     KL_TRY(kl_grad_clip_cuda(t->clip, t->norm, t->sumsq, b->loss_sum, t->o.grad_clip, b->stream));
@@ -221,6 +272,29 @@ kl_status kl_trainer_cuda_eval_batch(kl_trainer_cuda *t, const int32_t *inputs, 
 kl_status kl_trainer_cuda_download(kl_trainer_cuda *t, kl_model *cpu) {
     (void)t, (void)cpu;
     return no_cuda();
+}
+kl_status kl_trainer_cuda_upload(kl_trainer_cuda *t, kl_model *cpu) {
+    (void)t, (void)cpu;
+    return no_cuda();
+}
+kl_status kl_trainer_cuda_download_state(kl_trainer_cuda *t, int i, float *host) {
+    (void)t, (void)i, (void)host;
+    return no_cuda();
+}
+kl_status kl_trainer_cuda_upload_state(kl_trainer_cuda *t, int i, const float *host) {
+    (void)t, (void)i, (void)host;
+    return no_cuda();
+}
+size_t kl_trainer_cuda_num_params(const kl_trainer_cuda *t) {
+    (void)t;
+    return 0;
+}
+uint64_t kl_trainer_cuda_backward_passes(const kl_trainer_cuda *t) {
+    (void)t;
+    return 0;
+}
+void kl_trainer_cuda_set_progress(kl_trainer_cuda *t, int64_t step, int bad_streak, uint64_t backward_passes) {
+    (void)t, (void)step, (void)bad_streak, (void)backward_passes;
 }
 kl_model_cuda *kl_trainer_cuda_model(kl_trainer_cuda *t) {
     (void)t;

@@ -36,6 +36,24 @@ kl_status kl_trainer_cuda_eval_batch(kl_trainer_cuda *t, const int32_t *inputs, 
 
 /* Master weights into the CPU model (before saving, exporting or checkpointing). */
 kl_status kl_trainer_cuda_download(kl_trainer_cuda *t, kl_model *cpu);
+/* The CPU model's parameters into the master weights, refreshing the BF16 compute copy from them (after
+ * restoring a checkpoint). Waits for the device. */
+kl_status kl_trainer_cuda_upload(kl_trainer_cuda *t, kl_model *cpu);
+
+/* ---- checkpoint state ----
+ * The optimizer state is held as the CPU AdamW holds it (optim/adamw.c): buffers "adamw.m" and "adamw.v",
+ * each kl_trainer_cuda_num_params FP32 values in the CPU parameter layout (tensor i at the CPU model's
+ * kl_model_param_info(i)->offset, no alignment gaps), so a checkpoint either trainer writes resumes on the
+ * other. Downloads and uploads wait for the device; host memory may be pageable. */
+int kl_trainer_cuda_n_state_buffers(void);
+const char *kl_trainer_cuda_state_buffer_name(int i); /* NULL outside [0, n) */
+kl_status kl_trainer_cuda_download_state(kl_trainer_cuda *t, int i, float *host);
+kl_status kl_trainer_cuda_upload_state(kl_trainer_cuda *t, int i, const float *host);
+size_t kl_trainer_cuda_num_params(const kl_trainer_cuda *t);
+/* Micro-batch backward passes run (grad_accum per step with a valid target), the counter the CPU model
+ * keeps as kl_model_backward_passes; and setting step, bad-step streak and that counter on resume. */
+uint64_t kl_trainer_cuda_backward_passes(const kl_trainer_cuda *t);
+void kl_trainer_cuda_set_progress(kl_trainer_cuda *t, int64_t step, int bad_streak, uint64_t backward_passes);
 
 kl_model_cuda *kl_trainer_cuda_model(kl_trainer_cuda *t);
 int64_t kl_trainer_cuda_steps(const kl_trainer_cuda *t);     /* optimizer steps completed */

@@ -237,28 +237,20 @@ kl_status kl_train_run(const kl_config *c) {
     if (on_gpu) {
         kl_model_cuda_opts mo = {0};
         mo.device_limit = (size_t)c->memory.device_limit;
+        mo.head_chunk_rows = (int)c->memory.lm_head_rows;
         if ((st = kl_trainer_cuda_create(&gpu, model, &to, &os, &sched, &mo)) != KL_OK) goto done;
     } else if ((st = kl_trainer_init(&tr, model, &to, &os, &sched)) != KL_OK) {
         goto done;
     }
 
-    /* resume (CPU trainer only so far: the GPU trainer's optimizer state is not exported yet) */
+    /* resume: the same checkpoint format on both trainers (train_ckpt.h), so either resumes the other's */
     char ckpt_root[KL_CFG_PATH_MAX], msg[4096];
     int resumed = 0;
     if ((st = kl_config_ckpt_dir(c, ckpt_root, sizeof ckpt_root)) != KL_OK) goto done;
-    if (gpu) {
-        kl_ckpt_choice choice;
-        if ((st = kl_ckpt_resolve_resume(c->train.resume, ckpt_root, &choice)) != KL_OK) goto done;
-        if (choice.found || c->train.ckpt_every > 0) {
-            st = kl_error(KL_ERR_UNSUPPORTED, "checkpoints are written and resumed by the CPU trainer only so far; on the "
-                                              "GPU set train.ckpt_every=0 and train.resume=none (found: %s)",
-                          choice.found ? choice.dir : "none");
-            goto done;
-        }
-    } else {
-        if ((st = kl_train_restore_checkpoint(c, &tr, train, ckpt_root, &resumed, msg, sizeof msg)) != KL_OK) goto done;
-        if (msg[0]) printf("kiln train: %s\n", msg);
-    }
+    st = gpu ? kl_train_restore_checkpoint_cuda(c, gpu, model, train, ckpt_root, &resumed, msg, sizeof msg)
+             : kl_train_restore_checkpoint(c, &tr, train, ckpt_root, &resumed, msg, sizeof msg);
+    if (st != KL_OK) goto done;
+    if (msg[0]) printf("kiln train: %s\n", msg);
 
     in = kl_malloc((size_t)GA * B * T * sizeof *in, "input batch");
     tg = kl_malloc((size_t)GA * B * T * sizeof *tg, "target batch");
@@ -288,7 +280,7 @@ kl_status kl_train_run(const kl_config *c) {
     const double t_start = kl_now_seconds();
     double t_last = t_start, eval_loss = NAN, last_loss = NAN;
     int64_t tokens_since = 0;
-    const int64_t first_step = gpu ? 0 : tr.step;
+    const int64_t first_step = gpu ? kl_trainer_cuda_steps(gpu) : tr.step;
     old_int = signal(SIGINT, on_stop_signal);
     old_term = signal(SIGTERM, on_stop_signal);
     handlers_set = 1;
@@ -330,18 +322,20 @@ kl_status kl_train_run(const kl_config *c) {
             kl_runlog_eval(log, step + 1, eval_loss);
         }
         const int periodic = c->train.ckpt_every > 0 && ((step + 1) % c->train.ckpt_every == 0 || last);
-        if (!gpu && (periodic || stop_requested)) {
+        if (periodic || stop_requested) {
             char dir[KL_CFG_PATH_MAX + 32];
             char warn[1024];
-            if ((st = kl_train_save_checkpoint(c, &tr, train, ckpt_root, dir, sizeof dir, warn, sizeof warn)) != KL_OK)
-                goto done;
+            st = gpu ? kl_train_save_checkpoint_cuda(c, gpu, model, train, ckpt_root, dir, sizeof dir, warn, sizeof warn)
+                     : kl_train_save_checkpoint(c, &tr, train, ckpt_root, dir, sizeof dir, warn, sizeof warn);
+            if (st != KL_OK) goto done;
             snprintf(msg, sizeof msg, "step %lld saved to %s", (long long)step + 1, dir);
             kl_runlog_event(log, "checkpoint", msg);
             if (warn[0]) kl_runlog_event(log, "warning", warn);
         }
         if (stop_requested) {
-            printf("kiln train: stopped by a signal after step %lld; %s\n", (long long)step + 1,
-                   gpu ? "no checkpoint (GPU trainer)" : "resume with the same command (train.resume: auto)");
+            printf("kiln train: stopped by a signal after step %lld; resume with the same command (train.resume: "
+                   "auto)\n",
+                   (long long)step + 1);
             goto done;
         }
     }

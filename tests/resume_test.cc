@@ -2,8 +2,14 @@
  * step-N checkpoint produce bit-identical losses for steps N+1..2N and bit-identical final weights, with
  * gradient accumulation, across epoch boundaries (synthetic stream) and across token files; checkpoints of
  * a different model are refused with the difference named; a corrupt newest checkpoint is refused while
- * the previous complete one stays usable. */
+ * the previous complete one stays usable; SIGTERM stops a run with a checkpoint it resumes from exactly. */
 #include <gtest/gtest.h>
+
+#include <signal.h>
+
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
 
 #include <string>
 #include <vector>
@@ -89,4 +95,36 @@ TEST(Resume, RefusesAnotherModelAndSkipsACorruptCheckpoint) {
               0)
         << out;
     EXPECT_NE(out.find("resumed from"), std::string::npos) << out;
+}
+
+/* Stopping a run with SIGTERM: it finishes the step in flight, writes a checkpoint, exits 0 and says so;
+ * resuming from that checkpoint continues bit-exactly as a run that was never stopped (constant schedule,
+ * so the stopped run's long train.steps does not change the learning rate). */
+TEST(Resume, SigtermCheckpointsTheFinishedStepAndResumesBitExact) {
+    std::string a = kltest::make_temp_dir("resume_sigterm_a"), b = kltest::make_temp_dir("resume_sigterm_b"), out;
+    const std::string common = "train.schedule=constant train.warmup_steps=0 train.grad_accum=2 log.every=1 "
+                               "train.eval_every=0 ";
+    int rc = kltest::run_kiln_and_signal("train '" + tiny() + "' " + common + "train.steps=1000000", a,
+                                         "runs/tiny/metrics.jsonl", "{\"type\":\"step\",\"step\":2,", SIGTERM, 120,
+                                         &out);
+    ASSERT_EQ(rc, 0) << out;
+    const size_t p = out.find("stopped by a signal after step ");
+    ASSERT_NE(p, std::string::npos) << out;
+    const int K = atoi(out.c_str() + p + strlen("stopped by a signal after step "));
+    ASSERT_GE(K, 2) << out;
+    char step_dir[64];
+    snprintf(step_dir, sizeof step_dir, "/runs/tiny/ckpt/step_%08d", K);
+    EXPECT_FALSE(kltest::read_file(a + step_dir + "/DONE").empty()) << "no complete checkpoint at step " << K;
+
+    const std::string finish = common + "train.steps=" + std::to_string(K + 3);
+    ASSERT_EQ(kltest::run_kiln("train '" + tiny() + "' " + finish, &out, a), 0) << out;
+    EXPECT_NE(out.find("resumed from"), std::string::npos) << out;
+    ASSERT_EQ(kltest::run_kiln("train '" + tiny() + "' " + finish, &out, b), 0) << out;
+    auto la = step_losses(kltest::read_file(a + "/runs/tiny/metrics.jsonl"), K);
+    auto lb = step_losses(kltest::read_file(b + "/runs/tiny/metrics.jsonl"), K);
+    ASSERT_EQ(lb.size(), 3u);
+    EXPECT_EQ(la, lb);
+    std::string wa = kltest::read_file(a + "/runs/tiny/model/model.safetensors");
+    EXPECT_FALSE(wa.empty());
+    EXPECT_TRUE(wa == kltest::read_file(b + "/runs/tiny/model/model.safetensors")) << "final weights differ";
 }

@@ -1,10 +1,12 @@
 /* test_util.cc — see test_util.h. */
 #include "test_util.h"
 
+#include <signal.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <chrono>
 #include <cmath>
 #include <cstdio>
 #include <cstdlib>
@@ -91,6 +93,40 @@ int run_kiln(const std::string &args, std::string *output, const std::string &cw
     int st = pclose(p);
     if (output) *output = out;
     return WIFEXITED(st) ? WEXITSTATUS(st) : 128 + (WIFSIGNALED(st) ? WTERMSIG(st) : 0);
+}
+
+int run_kiln_and_signal(const std::string &args, const std::string &cwd, const std::string &wait_file,
+                        const std::string &wait_text, int sig, double timeout_s, std::string *output) {
+    const char *bin = getenv("KILN_BIN");
+    const std::string log = cwd + "/kiln_signal.out";
+    const std::string cmd = std::string("exec '") + (bin ? bin : "kiln") + "' " + args + " >'" + log + "' 2>&1";
+    pid_t pid = fork();
+    if (pid < 0) return -1;
+    if (pid == 0) {
+        if (chdir(cwd.c_str()) != 0) _exit(126);
+        execl("/bin/sh", "sh", "-c", cmd.c_str(), (char *)nullptr);
+        _exit(127);
+    }
+    const auto t0 = std::chrono::steady_clock::now();
+    int status = 0, seen = 0;
+    for (;;) {
+        if (waitpid(pid, &status, WNOHANG) == pid) break; /* ended before the signal */
+        if (read_file(cwd + "/" + wait_file).find(wait_text) != std::string::npos) {
+            seen = 1;
+            kill(pid, sig);
+            waitpid(pid, &status, 0);
+            break;
+        }
+        if (std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count() > timeout_s) {
+            kill(pid, SIGKILL);
+            waitpid(pid, &status, 0);
+            break;
+        }
+        usleep(20000);
+    }
+    if (output) *output = read_file(log);
+    if (!seen) return -1;
+    return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + (WIFSIGNALED(status) ? WTERMSIG(status) : 0);
 }
 
 template <typename T>

@@ -25,6 +25,11 @@ std::string read_file(const std::string &path);
  * stdout+stderr go to *output. */
 int run_kiln(const std::string &args, std::string *output, const std::string &cwd = "");
 std::string kiln_source_dir();
+/* Starts `kiln ARGS` in `cwd`, waits until cwd/wait_file holds wait_text, then sends signal `sig` and waits
+ * for the exit. Returns the exit status as run_kiln does, or -1 when the text did not appear within
+ * timeout_s seconds or the process ended first (it is then killed / reaped). *output: what kiln printed. */
+int run_kiln_and_signal(const std::string &args, const std::string &cwd, const std::string &wait_file,
+                        const std::string &wait_text, int sig, double timeout_s, std::string *output);
 
 /* max |a-b| / (atol + rtol*|b|) over all elements; a result <= 1 means "within tolerance".
  * On failure, *report names the worst index and values. NaN anywhere fails. */

@@ -23,7 +23,8 @@ static int usage(FILE *f, int code) {
             "Mean loss (nats per target token), perplexity, bits per token and bits per byte of a model over the\n"
             "eval token files (data.eval), in file order, one pass over every sample unless --batches is given.\n"
             "The model is --model DIR, else the run's trained model (<run dir>/model) when it exists, else\n"
-            "model.hf_dir. Batches are train.batch_size sequences of data.seq_len tokens. Options:\n"
+            "model.hf_dir. Batches are train.batch_size sequences of data.seq_len tokens. The blocks' linear\n"
+            "layers run in precision.matmul (fp8 / nvfp4 quantized as in training; bf16 is FP32 here). Options:\n"
             "  --model DIR         a Hugging Face folder (config.json + safetensors)\n"
             "  --data FILES        eval token files, comma-separated globs (overrides data.eval)\n"
             "  --batches N         only the first N batches (default: all)\n"
@@ -237,11 +238,15 @@ static kl_status run(const eval_args *a, const kl_config *c) {
         st = kl_error(KL_ERR_CONFIG, "data.seq_len (%d) exceeds the model's max_position_embeddings (%d)", T, s->max_T);
         goto done;
     }
-    kl_linear_cfg prec = {0}; /* precision.matmul as training would use it (bf16 = FP32 on the CPU) */
+    kl_linear_cfg prec = {0}; /* precision.matmul exactly as train_run.c sets it (bf16 = FP32 on the CPU) */
     prec.mode = c->precision.matmul == KL_CFG_MATMUL_FP8     ? KL_LINEAR_FP8
                 : c->precision.matmul == KL_CFG_MATMUL_NVFP4 ? KL_LINEAR_NVFP4
                                                              : KL_LINEAR_FP32;
+    prec.nvfp4_backward = c->precision.nvfp4_backward == KL_CFG_NVFP4_BWD_SR ? KL_LINEAR_BWD_SR : KL_LINEAR_BWD_MS_EDEN;
     prec.seed = (uint64_t)c->train.seed;
+    const char *matmul = c->precision.matmul == KL_CFG_MATMUL_FP8     ? "fp8"
+                         : c->precision.matmul == KL_CFG_MATMUL_NVFP4 ? "nvfp4"
+                                                                      : "bf16";
     if ((st = kl_model_set_precision(m, &prec)) != KL_OK) goto done;
 
     kl_loader_opts o = {0};
@@ -339,6 +344,7 @@ static kl_status run(const eval_args *a, const kl_config *c) {
         printf("\n  %-16s %s\n", "model", dir);
         printf("  %-16s %s\n", "eval data", c->data.eval);
         printf("  %-16s %ld of %ld (batch %d x seq %d)\n", "batches", nb, per_pass, B, T);
+        printf("  %-16s %s (precision.matmul; bf16 runs as FP32 on the CPU)\n", "linear layers", matmul);
         printf("  %-16s %lld\n", "target tokens", (long long)valid);
         if (bytes) printf("  %-16s %lld (%.3f per token)\n", "target bytes", (long long)n_bytes, (double)n_bytes / valid);
         printf("  %-16s %.4f nats\n", "mean loss", loss);
@@ -356,6 +362,7 @@ static kl_status run(const eval_args *a, const kl_config *c) {
     kl_json_field_int(&j, "batches", nb);
     kl_json_field_int(&j, "batch_size", B);
     kl_json_field_int(&j, "seq_len", T);
+    kl_json_field_string(&j, "matmul", matmul);
     kl_json_field_int(&j, "tokens", valid);
     if (bytes) kl_json_field_int(&j, "bytes", n_bytes);
     else {

@@ -404,3 +404,47 @@ TEST(ModelLoad, ShardedFolderLoadsTheSameWeightsAsOneFile) {
     EXPECT_EQ(back, nullptr);
     kl_model_free(m);
 }
+
+/* precision.matmul applies to `kiln eval` as to training: the loss kiln eval reports for a run's model with
+ * fp8 (or nvfp4) linear layers is the eval loss the training run itself logged over the same batches with
+ * that precision (same weights, same deterministic forward: RTN quantization, no randomness), and it differs
+ * from the plain FP32 (bf16 on the CPU) loss, so the setting is not ignored. */
+TEST(Eval, HonoursPrecisionMatmulAsTheTrainingRunsEvaluationDoes) {
+    const std::string d = kltest::make_temp_dir("eval_precision");
+    const uint64_t seed = kltest::fresh_seed("Eval.Precision");
+    write_tokens(d + "/train.bin", random_tokens(1200, 256, seed), 256);
+    write_tokens(d + "/eval.bin", random_tokens(600, 256, seed + 1), 256); /* 18 samples of 33: 3 batches of 8 */
+    const std::string tiny = kltest::kiln_source_dir() + "/configs/tiny.yaml";
+    const std::string data = " data.source=files data.train=" + q(d + "/train.bin") + " data.eval=" + q(d + "/eval.bin");
+    double loss[3];
+    const char *modes[3] = {"fp8", "nvfp4", "bf16"};
+    for (int i = 0; i < 3; i++) {
+        std::string out;
+        const std::string over = data + " precision.matmul=" + modes[i] + " train.name=" + modes[i];
+        if (i < 2) { /* a training run per quantized mode, with its final evaluation over 2 batches */
+            ASSERT_EQ(kltest::run_kiln("train " + q(tiny) + over +
+                                           " train.steps=3 train.warmup_steps=0 train.eval_every=0 train.eval_batches=2",
+                                       &out, d),
+                      0)
+                << out;
+        }
+        /* bf16 evaluates the fp8 run's model: the same weights, another precision */
+        const std::string model = i < 2 ? "" : " --model " + q(d + "/runs/fp8/model");
+        ASSERT_EQ(kltest::run_kiln("eval " + q(tiny) + over + model + " --batches 2 --quiet", &out, d), 0) << out;
+        loss[i] = json_number(out, "loss");
+        ASSERT_TRUE(std::isfinite(loss[i])) << out;
+        EXPECT_NE(out.find(std::string("\"matmul\":\"") + modes[i] + "\""), std::string::npos) << out;
+        if (i < 2) {
+            const std::string metrics = kltest::read_file(d + "/runs/" + modes[i] + "/metrics.jsonl");
+            const size_t p = metrics.rfind("{\"type\":\"eval\"");
+            ASSERT_NE(p, std::string::npos) << metrics;
+            const double trained = strtod(metrics.c_str() + metrics.find("\"loss\":", p) + 7, nullptr);
+            /* both are sums of the same per-token losses in the same order, divided by the same count; the
+             * only difference allowed is the decimal printing of the two doubles */
+            EXPECT_NEAR(loss[i], trained, 1e-12 * trained) << modes[i] << ": kiln eval vs the run's own evaluation";
+        }
+    }
+    /* kiln eval of the fp8 run's model in bf16 (FP32 on the CPU) differs from its fp8 evaluation: FP8 E4M3
+     * operands carry a 2^-4 relative rounding, far above the 1e-12 agreement required above */
+    EXPECT_GT(std::fabs(loss[2] - loss[0]), 1e-6 * loss[0]) << "precision.matmul=fp8 made no difference";
+}

@@ -124,6 +124,7 @@ typedef struct {
     struct {
         int64_t device_limit; /* bytes; 0 = the whole device */
         kl_cfg_recompute recompute;
+        int64_t lm_head_rows; /* rows of logits alive at once in the GPU's LM head; 0 = auto */
     } memory;
     struct {
         int64_t gpus;

@@ -56,6 +56,8 @@ size_t kl_devmem_pinned_bytes(const kl_devmem *dm);
  * handles; this is the number the limit applies to. */
 size_t kl_devmem_device_used(const kl_devmem *dm);
 size_t kl_devmem_limit(const kl_devmem *dm);
+/* The memory this run may use: memory.device_limit when set, else the device's size. */
+size_t kl_devmem_capacity(const kl_devmem *dm);
 /* The memory table: one line per category, the untracked rest (context and libraries), the total against
  * the limit and the device size, and pinned host memory. */
 void kl_devmem_print(const kl_devmem *dm, FILE *f);

@@ -19,7 +19,15 @@
 #include "swiglu_cuda.h"        /* SwiGLU gate */
 
 #define PARAM_ALIGN 128                         /* elements: every tensor starts 256-byte aligned in BF16 */
-#define HEAD_CHUNK_AUTO_ELEMS ((size_t)256 << 20) /* auto LM-head chunk: 256 Mi logits = 512 MiB of BF16 */
+/* The auto LM-head chunk: logits of at most 1/32 of the run's memory, clamped to [1, 4] GiB of BF16. Every chunk
+ * costs a pass of the head's weight gradient (FP32 read + write, V*C*8 bytes), so fewer, larger chunks are faster:
+ * at the Qwen2.5-0.5B shape on an H200, 10 chunks ran at 150k tok/s and 5 at 153k. */
+static size_t head_chunk_budget_elems(const kl_devmem *mem) {
+    size_t b = kl_devmem_capacity(mem) / 32;
+    if (b < ((size_t)1 << 30)) b = (size_t)1 << 30;
+    if (b > ((size_t)4 << 30)) b = (size_t)4 << 30;
+    return b / sizeof(kl_bf16);
+}
 
 typedef struct {
     kl_bf16 *attn_norm, *wqkv, *bqkv, *q_norm, *k_norm, *wo, *mlp_norm, *wgu, *wdown;
@@ -344,10 +352,12 @@ static kl_status ensure_acts(kl_model_cuda *m, int B, int T) {
     layout_acts(m, p, B, T);
 
     int rows = m->o.head_chunk_rows;
-    if (rows <= 0) {
-        size_t r = HEAD_CHUNK_AUTO_ELEMS / (size_t)s->V;
-        r = r >= 8 ? r / 8 * 8 : 8;
-        rows = r > (size_t)N ? N : (int)r;
+    if (rows <= 0) { /* equal chunks of a multiple of 128 rows (full GEMM tiles), none above the budget */
+        const size_t budget = head_chunk_budget_elems(m->mem);
+        const size_t cap = budget / (size_t)s->V >= 128 ? budget / (size_t)s->V : 128;
+        const size_t chunks = ((size_t)N + cap - 1) / cap, even = ((size_t)N + chunks - 1) / chunks;
+        const size_t r = (even + 127) / 128 * 128;
+        rows = r > cap ? (int)(cap / 8 * 8) : (int)r;
     }
     if (rows > N) rows = N;
     m->head_rows = rows;

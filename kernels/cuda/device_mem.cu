@@ -193,6 +193,7 @@ extern "C" size_t kl_devmem_device_used(const kl_devmem *dm) {
     return device_used_now();
 }
 extern "C" size_t kl_devmem_limit(const kl_devmem *dm) { return dm->limit; }
+extern "C" size_t kl_devmem_capacity(const kl_devmem *dm) { return dm->limit ? dm->limit : dm->total; }
 
 extern "C" void kl_devmem_print(const kl_devmem *dm, FILE *f) {
     char a[32], b[32], c[32];

@@ -171,6 +171,17 @@ static const char *hf_architecture(kl_arch a) {
     return "?";
 }
 
+/* The shortest decimal that reads back as the same float: norm_eps is held as a float, and 1e-05 should be
+ * written as 1e-05 (what transformers wrote), not as the float's exact value 9.99999974737875e-06. */
+static double shortest_float_decimal(float x) {
+    char buf[32];
+    for (int digits = 1; digits <= 9; digits++) {
+        snprintf(buf, sizeof buf, "%.*g", digits, (double)x);
+        if (strtof(buf, NULL) == x) break;
+    }
+    return strtod(buf, NULL);
+}
+
 char *kl_hf_config_json(const kl_model_shape *s) {
     cJSON *j = cJSON_CreateObject();
     cJSON *arch = cJSON_AddArrayToObject(j, "architectures");
@@ -184,7 +195,7 @@ char *kl_hf_config_json(const kl_model_shape *s) {
     cJSON_AddNumberToObject(j, "num_key_value_heads", s->NKV);
     cJSON_AddNumberToObject(j, "head_dim", s->HS);
     cJSON_AddNumberToObject(j, "max_position_embeddings", s->max_T);
-    cJSON_AddNumberToObject(j, "rms_norm_eps", s->norm_eps);
+    cJSON_AddNumberToObject(j, "rms_norm_eps", shortest_float_decimal(s->norm_eps));
     cJSON_AddStringToObject(j, "hidden_act", "silu");
     cJSON_AddBoolToObject(j, "tie_word_embeddings", s->tie_embeddings);
     cJSON_AddNullToObject(j, "sliding_window");

@@ -136,7 +136,7 @@ static const kl_key keys[] = {
     ENUM(memory, recompute, "none", "none|swiglu|norm|ffn|attention|block",
          "activations recomputed in the backward pass instead of stored"),
     INT(memory, lm_head_rows, "0", 0, 1e9,
-        "GPU: positions whose logits exist at once in the LM head (0 = auto: equal chunks of at most 1/32 of the memory, 1-4 GiB)"),
+        "GPU: positions whose logits exist at once in the LM head (0 = auto: equal chunks, 1/24 of memory, 1-6 GiB)"),
 
     /* ---- parallel ---- */
     INT(parallel, gpus, "1", 1, 1024, "GPUs used for data parallelism"),

@@ -23,7 +23,7 @@ typedef struct kl_model_cuda kl_model_cuda;
 typedef struct {
     int device;             /* CUDA device index */
     size_t device_limit;    /* memory.device_limit in bytes (0 = the whole device) */
-    int head_chunk_rows;    /* rows of logits alive at once in the LM head; 0 = auto (equal chunks of 1-4 GiB of BF16) */
+    int head_chunk_rows;    /* rows of logits alive at once in the LM head; 0 = auto (equal chunks of 1-6 GiB of BF16) */
     int attention_backend;  /* a kl_attn_backend (attention_cuda.h); 0 = auto (cuDNN forward when it applies) */
 } kl_model_cuda_opts;
 

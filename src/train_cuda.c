@@ -167,7 +167,8 @@ kl_status kl_trainer_cuda_download_state(kl_trainer_cuda *t, int i, float *host)
     KL_TRY(state_buffer(t, i, &dev));
     struct CUstream_st *s = kl_model_cuda_buffers(t->m)->stream;
     for (int k = 0; k < t->n_ranges; k++)
-        KL_TRY(kl_cuda_d2h_async(host + t->cpu_off[k], dev + t->ranges[k].offset, t->ranges[k].numel * sizeof(float), s));
+        KL_TRY(kl_cuda_d2h_async(host + t->cpu_off[k], dev + t->ranges[k].offset,
+                                 t->ranges[k].numel * sizeof(float), s));
     return kl_cuda_stream_sync(s);
 }
 
@@ -176,7 +177,8 @@ kl_status kl_trainer_cuda_upload_state(kl_trainer_cuda *t, int i, const float *h
     KL_TRY(state_buffer(t, i, &dev));
     struct CUstream_st *s = kl_model_cuda_buffers(t->m)->stream;
     for (int k = 0; k < t->n_ranges; k++)
-        KL_TRY(kl_cuda_h2d_async(dev + t->ranges[k].offset, host + t->cpu_off[k], t->ranges[k].numel * sizeof(float), s));
+        KL_TRY(kl_cuda_h2d_async(dev + t->ranges[k].offset, host + t->cpu_off[k],
+                                 t->ranges[k].numel * sizeof(float), s));
     return kl_cuda_stream_sync(s); /* pageable source: the caller may reuse it on return */
 }
 

@@ -325,7 +325,8 @@ kl_status kl_train_run(const kl_config *c) {
         if (periodic || stop_requested) {
             char dir[KL_CFG_PATH_MAX + 32];
             char warn[1024];
-            st = gpu ? kl_train_save_checkpoint_cuda(c, gpu, model, train, ckpt_root, dir, sizeof dir, warn, sizeof warn)
+            st = gpu ? kl_train_save_checkpoint_cuda(c, gpu, model, train, ckpt_root, dir, sizeof dir, warn,
+                                                     sizeof warn)
                      : kl_train_save_checkpoint(c, &tr, train, ckpt_root, dir, sizeof dir, warn, sizeof warn);
             if (st != KL_OK) goto done;
             snprintf(msg, sizeof msg, "step %lld saved to %s", (long long)step + 1, dir);

@@ -415,18 +415,16 @@ TEST(Eval, HonoursPrecisionMatmulAsTheTrainingRunsEvaluationDoes) {
     write_tokens(d + "/train.bin", random_tokens(1200, 256, seed), 256);
     write_tokens(d + "/eval.bin", random_tokens(600, 256, seed + 1), 256); /* 18 samples of 33: 3 batches of 8 */
     const std::string tiny = kltest::kiln_source_dir() + "/configs/tiny.yaml";
-    const std::string data = " data.source=files data.train=" + q(d + "/train.bin") + " data.eval=" + q(d + "/eval.bin");
+    const std::string data =
+        " data.source=files data.train=" + q(d + "/train.bin") + " data.eval=" + q(d + "/eval.bin");
     double loss[3];
     const char *modes[3] = {"fp8", "nvfp4", "bf16"};
     for (int i = 0; i < 3; i++) {
         std::string out;
         const std::string over = data + " precision.matmul=" + modes[i] + " train.name=" + modes[i];
         if (i < 2) { /* a training run per quantized mode, with its final evaluation over 2 batches */
-            ASSERT_EQ(kltest::run_kiln("train " + q(tiny) + over +
-                                           " train.steps=3 train.warmup_steps=0 train.eval_every=0 train.eval_batches=2",
-                                       &out, d),
-                      0)
-                << out;
+            const std::string steps = " train.steps=3 train.warmup_steps=0 train.eval_every=0 train.eval_batches=2";
+            ASSERT_EQ(kltest::run_kiln("train " + q(tiny) + over + steps, &out, d), 0) << out;
         }
         /* bf16 evaluates the fp8 run's model: the same weights, another precision */
         const std::string model = i < 2 ? "" : " --model " + q(d + "/runs/fp8/model");

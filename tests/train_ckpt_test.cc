@@ -56,7 +56,9 @@ TEST(TrainCkpt, GpuTrainerStateBuffersAreTheCpuAdamwBuffers) {
 
 TEST(TrainCkpt, AdamwCheckpointHoldsExactlyTheDocumentedEntries) {
     std::string d = kltest::make_temp_dir("train_ckpt_entries"), out;
-    ASSERT_EQ(kltest::run_kiln("train '" + tiny() + "' train.steps=2 train.warmup_steps=0 train.ckpt_every=2 train.eval_every=0", &out, d),
+    ASSERT_EQ(kltest::run_kiln("train '" + tiny() + "' train.steps=2 train.warmup_steps=0 train.ckpt_every=2 "
+                               "train.eval_every=0",
+                               &out, d),
               0)
         << out;
     kl_ckpt_reader *r = nullptr;

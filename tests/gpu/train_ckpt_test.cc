@@ -141,7 +141,8 @@ void make_tiny(Tiny *t, int steps, uint64_t seed) {
     const size_t mb = (size_t)o.B * o.T;
     t->in.resize(mb * steps);
     t->tg.resize(mb * steps);
-    for (int k = 0; k < steps; k++) ASSERT_EQ(kl_loader_next_batch(l, t->in.data() + k * mb, t->tg.data() + k * mb), KL_OK);
+    for (int k = 0; k < steps; k++)
+        ASSERT_EQ(kl_loader_next_batch(l, t->in.data() + k * mb, t->tg.data() + k * mb), KL_OK);
     kl_loader_close(l);
 }
 
@@ -217,7 +218,8 @@ TEST(TrainCudaCkpt, UploadedStateContinuesExactlyAsTheOriginalTrainer) {
     ASSERT_EQ(kl_trainer_cuda_create(&a, a_cpu, &t.to, &t.os, &t.sched, nullptr), KL_OK) << kl_last_error();
     ASSERT_EQ(kl_trainer_cuda_create(&b, b_cpu, &t.to, &t.os, &t.sched, nullptr), KL_OK) << kl_last_error();
     kl_step_result ra, rb;
-    for (int s = 0; s < cut; s++) ASSERT_EQ(kl_trainer_cuda_step(a, t.in.data() + s * mb, t.tg.data() + s * mb, &ra), KL_OK);
+    for (int s = 0; s < cut; s++)
+        ASSERT_EQ(kl_trainer_cuda_step(a, t.in.data() + s * mb, t.tg.data() + s * mb, &ra), KL_OK);
     std::vector<float> buf(n);
     for (int i = 0; i < kl_trainer_cuda_n_state_buffers(); i++) {
         ASSERT_EQ(kl_trainer_cuda_download_state(a, i, buf.data()), KL_OK) << kl_last_error();
@@ -231,7 +233,8 @@ TEST(TrainCudaCkpt, UploadedStateContinuesExactlyAsTheOriginalTrainer) {
     for (int s = cut; s < steps; s++) {
         ASSERT_EQ(kl_trainer_cuda_step(a, t.in.data() + s * mb, t.tg.data() + s * mb, &ra), KL_OK);
         ASSERT_EQ(kl_trainer_cuda_step(b, t.in.data() + s * mb, t.tg.data() + s * mb, &rb), KL_OK);
-        EXPECT_EQ(memcmp(&ra.loss, &rb.loss, sizeof(double)), 0) << "step " << s + 1 << ": " << ra.loss << " vs " << rb.loss;
+        EXPECT_EQ(memcmp(&ra.loss, &rb.loss, sizeof(double)), 0)
+            << "step " << s + 1 << ": " << ra.loss << " vs " << rb.loss;
         EXPECT_EQ(ra.lr, rb.lr) << "step " << s + 1;
     }
     ASSERT_EQ(kl_trainer_cuda_download(a, a_cpu), KL_OK);

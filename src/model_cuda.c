@@ -141,11 +141,26 @@ static void bind_params(kl_model_cuda *m) {
     if (m->s.tie_embeddings) m->lm_head = m->wte, m->g_lm_head = m->g_wte;
 }
 
+/* With bf16_master the parameters exist only as BF16: rounded to nearest even on the host on the way in (the
+ * alignment gaps zero), read back exactly. */
+static kl_status upload_bf16_params(kl_model_cuda *m, const float *src) {
+    kl_bf16 *tmp = kl_calloc(m->bufs.n_elems, sizeof *tmp, "BF16 parameter staging");
+    if (!tmp) return KL_ERR_OOM;
+    for (int i = 0; i < m->n_tensors; i++)
+        for (size_t k = 0; k < m->info[i].numel; k++)
+            tmp[m->dev_off[i] + k] = kl_f32_to_bf16(src[m->info[i].offset + k]);
+    kl_status st = kl_cuda_h2d_async(m->bufs.weights, tmp, m->bufs.n_elems * sizeof *tmp, m->stream);
+    if (st == KL_OK) st = kl_cuda_stream_sync(m->stream); /* pageable source: finish before freeing it */
+    free(tmp);
+    return st;
+}
+
 kl_status kl_model_cuda_upload(kl_model_cuda *m, kl_model *cpu) {
     if (kl_model_num_params(cpu) != m->n_params)
         return kl_error(KL_ERR_INVALID, "model upload: the CPU model has %zu parameters, the GPU model %zu",
                         kl_model_num_params(cpu), m->n_params);
     const float *src = kl_model_params(cpu);
+    if (!m->bufs.master) return upload_bf16_params(m, src);
     for (int i = 0; i < m->n_tensors; i++)
         KL_TRY(kl_cuda_h2d_async(m->bufs.master + m->dev_off[i], src + m->info[i].offset,
                                  m->info[i].numel * sizeof(float), m->stream));
@@ -164,7 +179,17 @@ kl_status kl_model_cuda_download(kl_model_cuda *m, kl_model *cpu) {
     if (kl_model_num_params(cpu) != m->n_params)
         return kl_error(KL_ERR_INVALID, "model download: the CPU model has %zu parameters, the GPU model %zu",
                         kl_model_num_params(cpu), m->n_params);
-    return download_layout(m, kl_model_params(cpu), m->bufs.master);
+    if (m->bufs.master) return download_layout(m, kl_model_params(cpu), m->bufs.master);
+    kl_bf16 *tmp = kl_malloc(m->bufs.n_elems * sizeof *tmp, "BF16 parameter read-back");
+    if (!tmp) return KL_ERR_OOM;
+    kl_status st = kl_cuda_d2h_async(tmp, m->bufs.weights, m->bufs.n_elems * sizeof *tmp, m->stream);
+    if (st == KL_OK) st = kl_cuda_stream_sync(m->stream);
+    float *dst = kl_model_params(cpu);
+    for (int i = 0; st == KL_OK && i < m->n_tensors; i++)
+        for (size_t k = 0; k < m->info[i].numel; k++)
+            dst[m->info[i].offset + k] = kl_bf16_to_f32(tmp[m->dev_off[i] + k]);
+    free(tmp);
+    return st;
 }
 
 kl_status kl_model_cuda_download_grads(kl_model_cuda *m, float *grads) {
@@ -211,8 +236,10 @@ kl_status kl_model_cuda_create(kl_model_cuda **out, kl_model *cpu, const kl_mode
     if ((st = kl_attention_ctx_create(&m->attn, (kl_attn_backend)m->o.attention_backend)) != KL_OK) goto fail;
 
     void *p;
-    if ((st = kl_alloc(m->mem, &p, n * sizeof(float), KL_MEM_MASTER, "master weights")) != KL_OK) goto fail;
-    m->bufs.master = p;
+    if (!m->o.bf16_master) {
+        if ((st = kl_alloc(m->mem, &p, n * sizeof(float), KL_MEM_MASTER, "master weights")) != KL_OK) goto fail;
+        m->bufs.master = p;
+    }
     if ((st = kl_alloc(m->mem, &p, n * sizeof(kl_bf16), KL_MEM_WEIGHTS, "BF16 weights")) != KL_OK) goto fail;
     m->bufs.weights = p;
     if ((st = kl_alloc(m->mem, &p, n * sizeof(float), KL_MEM_GRADS, "gradients")) != KL_OK) goto fail;
@@ -232,7 +259,8 @@ kl_status kl_model_cuda_create(kl_model_cuda **out, kl_model *cpu, const kl_mode
     m->bufs.scratch_bytes = m->scratch_bytes;
 
     /* zero everything once, so the alignment gaps stay zero in every buffer forever */
-    if ((st = kl_cuda_memset_async(m->bufs.master, 0, n * sizeof(float), m->stream)) != KL_OK) goto fail;
+    if (m->bufs.master && (st = kl_cuda_memset_async(m->bufs.master, 0, n * sizeof(float), m->stream)) != KL_OK)
+        goto fail;
     if ((st = kl_cuda_memset_async(m->bufs.grads, 0, n * sizeof(float), m->stream)) != KL_OK) goto fail;
     {
         float *cs = kl_malloc(2 * rope_elems * sizeof(float), "RoPE tables");

@@ -25,13 +25,14 @@ typedef struct {
     size_t device_limit;    /* memory.device_limit in bytes (0 = the whole device) */
     int head_chunk_rows;    /* rows of logits alive at once in the LM head; 0 = auto (equal chunks of 1-6 GiB of BF16) */
     int attention_backend;  /* a kl_attn_backend (attention_cuda.h); 0 = auto (cuDNN forward when it applies) */
+    int bf16_master;        /* precision.master: bf16 — no FP32 master: the BF16 weights are the parameters */
 } kl_model_cuda_opts;
 
 /* Device-side buffers, for the optimizer step (train_cuda.c) and tests. The device layout puts every
  * parameter tensor at a 128-element boundary (kl_model_cuda_param_offset); the gaps are zero in every
  * buffer and stay zero. */
 typedef struct {
-    float *master;      /* (n_elems) FP32 master weights */
+    float *master;      /* (n_elems) FP32 master weights; NULL with bf16_master (weights are the master) */
     kl_bf16 *weights;   /* (n_elems) BF16 compute copy: what forward and backward read */
     float *grads;       /* (n_elems) FP32 gradients: backward accumulates into them */
     size_t n_elems;

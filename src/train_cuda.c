@@ -26,8 +26,6 @@ kl_status kl_train_cuda_check_config(const kl_config *c) {
         return kl_error(KL_ERR_UNSUPPORTED, "optim.name: only adamw is built for train.device=cuda so far");
     if (c->optim.state_dtype != KL_CFG_STATE_FP32)
         return kl_error(KL_ERR_UNSUPPORTED, "optim.state_dtype: only fp32 is built for train.device=cuda so far");
-    if (c->precision.master != KL_CFG_MASTER_FP32)
-        return kl_error(KL_ERR_UNSUPPORTED, "precision.master: only fp32 is built for train.device=cuda so far");
     if (c->precision.matmul != KL_CFG_MATMUL_BF16)
         return kl_error(KL_ERR_UNSUPPORTED, "precision.matmul: only bf16 is built for train.device=cuda so far");
     if (c->memory.recompute != KL_CFG_RECOMPUTE_NONE)
@@ -222,8 +220,12 @@ kl_status kl_trainer_cuda_step(kl_trainer_cuda *t, const int32_t *inputs, const 
     hp.weight_decay = t->os.weight_decay;
     hp.step = t->step + 1;
     hp.seed = t->os.seed;
-    KL_TRY(kl_adamw_step_cuda(b->master, b->weights, t->adam_m, t->adam_v, b->grads, t->ranges_dev, t->n_ranges,
-                              t->n_blocks, &hp, t->clip, b->stream));
+    if (b->master)
+        KL_TRY(kl_adamw_step_cuda(b->master, b->weights, t->adam_m, t->adam_v, b->grads, t->ranges_dev, t->n_ranges,
+                                  t->n_blocks, &hp, t->clip, b->stream));
+    else /* precision.master: bf16 — the BF16 weights updated by stochastic rounding */
+        KL_TRY(kl_adamw_step_bf16_cuda(b->weights, t->adam_m, t->adam_v, b->grads, t->ranges_dev, t->n_ranges,
+                                       t->n_blocks, &hp, t->clip, b->stream));
     KL_TRY(kl_cuda_d2h_async(&t->host_res[0], b->loss_sum, sizeof(double), b->stream));
     KL_TRY(kl_cuda_d2h_async(&t->host_res[1], t->norm, sizeof(double), b->stream));
     KL_TRY(kl_cuda_stream_sync(b->stream)); /* the step's one synchronisation */

@@ -238,6 +238,7 @@ kl_status kl_train_run(const kl_config *c) {
         kl_model_cuda_opts mo = {0};
         mo.device_limit = (size_t)c->memory.device_limit;
         mo.head_chunk_rows = (int)c->memory.lm_head_rows;
+        mo.bf16_master = c->precision.master == KL_CFG_MASTER_BF16;
         if ((st = kl_trainer_cuda_create(&gpu, model, &to, &os, &sched, &mo)) != KL_OK) goto done;
     } else if ((st = kl_trainer_init(&tr, model, &to, &os, &sched)) != KL_OK) {
         goto done;

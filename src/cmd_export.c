@@ -69,23 +69,6 @@ int kl_cmd_init(int argc, char **argv) {
     return kl_config_cli_error("init", st);
 }
 
-static kl_status copy_file(const char *from, const char *to) {
-    FILE *in = fopen(from, "rb");
-    if (!in) return KL_OK; /* optional file */
-    FILE *out = fopen(to, "wb");
-    if (!out) {
-        fclose(in);
-        return kl_error(KL_ERR_IO, "cannot create %s (%s)", to, strerror(errno));
-    }
-    char buf[1 << 16];
-    size_t k;
-    int ok = 1;
-    while ((k = fread(buf, 1, sizeof buf, in)) > 0) ok &= fwrite(buf, 1, k, out) == k;
-    fclose(in);
-    if (fclose(out) != 0 || !ok) return kl_error(KL_ERR_IO, "write failed: %s", to);
-    return KL_OK;
-}
-
 int kl_cmd_export(int argc, char **argv) {
     if (kl_wants_help(argc, argv) || argc < 2) {
         fprintf(argc < 2 ? stderr : stdout,
@@ -123,16 +106,8 @@ int kl_cmd_export(int argc, char **argv) {
         (st = kl_model_shape_from_config(&cfg, &s)) == KL_OK && (st = kl_model_create(&m, &s)) == KL_OK &&
         (st = kl_ckpt_get_f32(r, "params", kl_model_params(m), kl_model_num_params(m))) == KL_OK &&
         (st = prepare_out_dir(pos[1], force)) == KL_OK && (st = kl_model_save(m, pos[1])) == KL_OK &&
-        cfg.model.hf_dir[0]) {
-        static const char *tok[] = {"tokenizer.json", "tokenizer_config.json", "special_tokens_map.json",
-                                    "vocab.json", "merges.txt", "generation_config.json"};
-        for (size_t i = 0; st == KL_OK && i < sizeof tok / sizeof *tok; i++) {
-            char from[2 * KL_CFG_PATH_MAX], to[2 * KL_CFG_PATH_MAX];
-            snprintf(from, sizeof from, "%s/%s", cfg.model.hf_dir, tok[i]);
-            snprintf(to, sizeof to, "%s/%s", pos[1], tok[i]);
-            st = copy_file(from, to);
-        }
-    }
+        cfg.model.hf_dir[0])
+        st = kl_model_copy_tokenizer(cfg.model.hf_dir, pos[1]);
     if (st == KL_OK) printf("kiln export: step %lld of %s -> %s\n", (long long)kl_ckpt_step(r), choice.dir, pos[1]);
     free(yaml);
     kl_ckpt_close(r);

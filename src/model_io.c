@@ -19,6 +19,36 @@ static kl_status write_text(const char *path, const char *text) {
     return KL_OK;
 }
 
+static kl_status copy_if_present(const char *from, const char *to) {
+    FILE *in = fopen(from, "rb");
+    if (!in) return KL_OK; /* optional file */
+    FILE *out = fopen(to, "wb");
+    if (!out) {
+        fclose(in);
+        return kl_error(KL_ERR_IO, "cannot create %s (%s)", to, strerror(errno));
+    }
+    char buf[1 << 16];
+    size_t k;
+    int ok = 1;
+    while ((k = fread(buf, 1, sizeof buf, in)) > 0) ok &= fwrite(buf, 1, k, out) == k;
+    ok &= !ferror(in);
+    fclose(in);
+    if (fclose(out) != 0 || !ok) return kl_error(KL_ERR_IO, "copying %s to %s failed", from, to);
+    return KL_OK;
+}
+
+kl_status kl_model_copy_tokenizer(const char *from, const char *to) {
+    static const char *const files[] = {"tokenizer.json", "tokenizer_config.json", "special_tokens_map.json",
+                                        "vocab.json",     "merges.txt",            "generation_config.json"};
+    for (size_t i = 0; i < sizeof files / sizeof *files; i++) {
+        char a[1200], b[1200];
+        snprintf(a, sizeof a, "%s/%s", from, files[i]);
+        snprintf(b, sizeof b, "%s/%s", to, files[i]);
+        KL_TRY(copy_if_present(a, b));
+    }
+    return KL_OK;
+}
+
 kl_status kl_model_save(kl_model *m, const char *dir) {
     const kl_model_shape *s = kl_model_get_shape(m);
     char path[1200];

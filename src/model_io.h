@@ -10,5 +10,9 @@ kl_status kl_model_save(kl_model *m, const char *dir);
  * dir/model.safetensors.index.json names (F32, BF16, F16 or F64 weights; safetensors.h kl_st_dir).
  * Missing or unexpected tensors and shapes that disagree with the config are errors that list them. */
 kl_status kl_model_load(kl_model **out, const char *dir);
+/* Copies the tokenizer and generation files a Hugging Face folder may hold (tokenizer.json,
+ * tokenizer_config.json, special_tokens_map.json, vocab.json, merges.txt, generation_config.json) from
+ * `from` into `to`, those that exist; so a folder kiln writes loads with its tokenizer. */
+kl_status kl_model_copy_tokenizer(const char *from, const char *to);
 
 #endif

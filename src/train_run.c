@@ -347,6 +347,7 @@ kl_status kl_train_run(const kl_config *c) {
     if ((st = make_dirs(model_dir)) != KL_OK) goto done;
     if (gpu && (st = kl_trainer_cuda_download(gpu, model)) != KL_OK) goto done; /* master weights to the CPU */
     if ((st = kl_model_save(model, model_dir)) != KL_OK) goto done;
+    if (c->model.hf_dir[0] && (st = kl_model_copy_tokenizer(c->model.hf_dir, model_dir)) != KL_OK) goto done;
     printf("kiln train: done in %.1f s; final train loss %.4f", kl_now_seconds() - t_start, last_loss);
     if (!isnan(eval_loss))
         printf(", eval loss %.4f (%.3f bits per token)", eval_loss, eval_loss / M_LN2);

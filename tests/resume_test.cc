@@ -22,19 +22,6 @@ extern "C" {
 
 static std::string tiny() { return kltest::kiln_source_dir() + "/configs/tiny.yaml"; }
 
-/* "loss" values of step records with step > from, in order */
-static std::vector<std::string> step_losses(const std::string &metrics, int from) {
-    std::vector<std::string> out;
-    for (size_t p = metrics.find("{\"type\":\"step\""); p != std::string::npos;
-         p = metrics.find("{\"type\":\"step\"", p + 1)) {
-        size_t s = metrics.find("\"step\":", p);
-        if (atoi(metrics.c_str() + s + 7) <= from) continue;
-        size_t l = metrics.find("\"loss\":", p);
-        out.push_back(metrics.substr(l, metrics.find(',', l) - l));
-    }
-    return out;
-}
-
 static void check_exact_resume(const std::string &extra) {
     const int N = 6;
     std::string a = kltest::make_temp_dir("resume_a"), b = kltest::make_temp_dir("resume_b"), out;
@@ -44,8 +31,8 @@ static void check_exact_resume(const std::string &extra) {
     std::string ckpt = a + "/runs/tiny/ckpt/step_0000000" + std::to_string(N);
     ASSERT_EQ(kltest::run_kiln("train '" + tiny() + "' " + common + " train.resume='" + ckpt + "'", &out, b), 0) << out;
     EXPECT_NE(out.find("resumed from"), std::string::npos) << out;
-    auto la = step_losses(kltest::read_file(a + "/runs/tiny/metrics.jsonl"), N);
-    auto lb = step_losses(kltest::read_file(b + "/runs/tiny/metrics.jsonl"), N);
+    auto la = kltest::step_losses(kltest::read_file(a + "/runs/tiny/metrics.jsonl"), N);
+    auto lb = kltest::step_losses(kltest::read_file(b + "/runs/tiny/metrics.jsonl"), N);
     ASSERT_EQ(la.size(), (size_t)N);
     EXPECT_EQ(la, lb);
     std::string wa = kltest::read_file(a + "/runs/tiny/model/model.safetensors");
@@ -120,8 +107,8 @@ TEST(Resume, SigtermCheckpointsTheFinishedStepAndResumesBitExact) {
     ASSERT_EQ(kltest::run_kiln("train '" + tiny() + "' " + finish, &out, a), 0) << out;
     EXPECT_NE(out.find("resumed from"), std::string::npos) << out;
     ASSERT_EQ(kltest::run_kiln("train '" + tiny() + "' " + finish, &out, b), 0) << out;
-    auto la = step_losses(kltest::read_file(a + "/runs/tiny/metrics.jsonl"), K);
-    auto lb = step_losses(kltest::read_file(b + "/runs/tiny/metrics.jsonl"), K);
+    auto la = kltest::step_losses(kltest::read_file(a + "/runs/tiny/metrics.jsonl"), K);
+    auto lb = kltest::step_losses(kltest::read_file(b + "/runs/tiny/metrics.jsonl"), K);
     ASSERT_EQ(lb.size(), 3u);
     EXPECT_EQ(la, lb);
     std::string wa = kltest::read_file(a + "/runs/tiny/model/model.safetensors");

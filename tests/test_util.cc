@@ -15,6 +15,10 @@
 #include <random>
 #include <sstream>
 
+extern "C" {
+#include "device.h"
+}
+
 namespace kltest {
 
 uint64_t fresh_seed(const char *what) {
@@ -51,6 +55,20 @@ std::vector<double> to_double(const std::vector<float> &v) { return std::vector<
 std::string kiln_source_dir() {
     const char *env = getenv("KILN_SOURCE_DIR");
     return env ? env : KILN_SOURCE_DIR;
+}
+
+int gpu_count() { return kl_gpu_count(); }
+
+std::vector<std::string> step_losses(const std::string &metrics, int after) {
+    std::vector<std::string> out;
+    const std::string rec = "{\"type\":\"step\"";
+    for (size_t p = metrics.find(rec); p != std::string::npos; p = metrics.find(rec, p + 1)) {
+        const size_t s = metrics.find("\"step\":", p), l = metrics.find("\"loss\":", p);
+        if (s == std::string::npos || l == std::string::npos) break;
+        if (atoi(metrics.c_str() + s + 7) <= after) continue;
+        out.push_back(metrics.substr(l + 7, metrics.find_first_of(",}", l) - l - 7));
+    }
+    return out;
 }
 
 std::string make_temp_dir(const char *name) {

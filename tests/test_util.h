@@ -25,11 +25,16 @@ std::string read_file(const std::string &path);
  * stdout+stderr go to *output. */
 int run_kiln(const std::string &args, std::string *output, const std::string &cwd = "");
 std::string kiln_source_dir();
+/* GPUs visible to kiln (device.h kl_gpu_count; 0 in a build without CUDA). */
+int gpu_count();
 /* Starts `kiln ARGS` in `cwd`, waits until cwd/wait_file holds wait_text, then sends signal `sig` and waits
  * for the exit. Returns the exit status as run_kiln does, or -1 when the text did not appear within
  * timeout_s seconds or the process ended first (it is then killed / reaped). *output: what kiln printed. */
 int run_kiln_and_signal(const std::string &args, const std::string &cwd, const std::string &wait_file,
                         const std::string &wait_text, int sig, double timeout_s, std::string *output);
+/* The losses of the step records (metrics.jsonl text) with step > after, in order, as printed (exact
+ * comparison; atof gives the number). */
+std::vector<std::string> step_losses(const std::string &metrics, int after);
 
 /* max |a-b| / (atol + rtol*|b|) over all elements; a result <= 1 means "within tolerance".
  * On failure, *report names the worst index and values. NaN anywhere fails. */
@@ -39,4 +44,10 @@ bool all_close(const double *a, const double *b, size_t n, double rtol, double a
 double rel_l2(const float *a, const float *b, size_t n);
 
 }  // namespace kltest
+/* In a test body: skip (not fail) on a machine without a GPU. */
+#define SKIP_WITHOUT_GPU()                                                          \
+    do {                                                                            \
+        if (kltest::gpu_count() == 0) GTEST_SKIP() << "no GPU";                     \
+    } while (0)
+
 #endif

@@ -222,6 +222,17 @@ kl_status choose_plan(cudnnHandle_t handle, sdpa_plan *p, cudnnBackendDescriptor
     return kl_error(KL_ERR_UNSUPPORTED, "no engine accepted the graph (%s)", tried);
 }
 
+// The operation graph of `ops` and its execution plan, into p.
+kl_status finish_graph(cudnnHandle_t handle, sdpa_plan *p, cudnnBackendDescriptor_t *ops, int n, const char *dir) {
+    cudnnBackendDescriptor_t graph;
+    SDPA_TRY(new_desc(p, CUDNN_BACKEND_OPERATIONGRAPH_DESCRIPTOR, &graph), "operation graph");
+    SDPA_TRY(set_attr(graph, CUDNN_ATTR_OPERATIONGRAPH_OPS, CUDNN_TYPE_BACKEND_DESCRIPTOR, n, ops), "graph ops");
+    SDPA_TRY(set_attr(graph, CUDNN_ATTR_OPERATIONGRAPH_HANDLE, CUDNN_TYPE_HANDLE, 1, &handle), "graph handle");
+    SDPA_TRY(cudnn_call(cudnnBackendFinalize(graph)), "finalizing the operation graph");
+    SDPA_TRY(choose_plan(handle, p, graph), "execution plan");
+    return KL_OK;
+}
+
 // The forward graph. Q(B,NH,T,HS), K^T(B,NKV,HS,T) and V(B,NKV,T,HS) are strided views of qkv; the kv-head
 // dimension broadcasts over the query heads (GQA).
 kl_status build_forward(cudnnHandle_t handle, sdpa_plan *p) {
@@ -277,13 +288,7 @@ kl_status build_forward(cudnnHandle_t handle, sdpa_plan *p) {
     SDPA_TRY(pointwise(p, &ops[n++], CUDNN_POINTWISE_DIV, f32, e, z, NULL, pr, -1), "normalise");
     SDPA_TRY(matmul(p, &ops[n++], pr, v, o), "matmul P V");
 
-    cudnnBackendDescriptor_t graph;
-    SDPA_TRY(new_desc(p, CUDNN_BACKEND_OPERATIONGRAPH_DESCRIPTOR, &graph), "operation graph");
-    SDPA_TRY(set_attr(graph, CUDNN_ATTR_OPERATIONGRAPH_OPS, CUDNN_TYPE_BACKEND_DESCRIPTOR, n, ops), "graph ops");
-    SDPA_TRY(set_attr(graph, CUDNN_ATTR_OPERATIONGRAPH_HANDLE, CUDNN_TYPE_HANDLE, 1, &handle), "graph handle");
-    SDPA_TRY(cudnn_call(cudnnBackendFinalize(graph)), "finalizing the operation graph");
-    SDPA_TRY(choose_plan(handle, p, graph), "execution plan");
-    return KL_OK;
+    return finish_graph(handle, p, ops, n, dir);
 }
 
 // The backward graph, with the forward's views of qkv (Q, K^T, V^T) and of dqkv (dQ, dK, dV); dO and O are
@@ -372,13 +377,7 @@ kl_status build_backward(cudnnHandle_t handle, sdpa_plan *p) {
     SDPA_TRY(reshape(p, &ops[n++], kt, k), "K");
     SDPA_TRY(matmul(p, &ops[n++], ds, k, dq), "matmul dS K");
 
-    cudnnBackendDescriptor_t graph;
-    SDPA_TRY(new_desc(p, CUDNN_BACKEND_OPERATIONGRAPH_DESCRIPTOR, &graph), "operation graph");
-    SDPA_TRY(set_attr(graph, CUDNN_ATTR_OPERATIONGRAPH_OPS, CUDNN_TYPE_BACKEND_DESCRIPTOR, n, ops), "graph ops");
-    SDPA_TRY(set_attr(graph, CUDNN_ATTR_OPERATIONGRAPH_HANDLE, CUDNN_TYPE_HANDLE, 1, &handle), "graph handle");
-    SDPA_TRY(cudnn_call(cudnnBackendFinalize(graph)), "finalizing the operation graph");
-    SDPA_TRY(choose_plan(handle, p, graph), "execution plan");
-    return KL_OK;
+    return finish_graph(handle, p, ops, n, dir);
 }
 
 void plan_release(sdpa_plan *p) {

@@ -197,11 +197,6 @@ Result check_against_cpu(kl_attn_backend backend, const Shape &s, bool with_back
     return r;
 }
 
-#define SKIP_WITHOUT_GPU()                                  \
-    do {                                                    \
-        if (kl_gpu_count() == 0) GTEST_SKIP() << "no GPU"; \
-    } while (0)
-
 }  // namespace
 
 TEST(AttentionCuda, TensorCorePathMatchesCpuHs64Gqa) {

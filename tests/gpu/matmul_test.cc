@@ -145,11 +145,6 @@ void check_linear(const Shape &s, bool with_bias, size_t offset, bool fallback, 
     }
 }
 
-#define SKIP_WITHOUT_GPU()                                  \
-    do {                                                    \
-        if (kl_gpu_count() == 0) GTEST_SKIP() << "no GPU"; \
-    } while (0)
-
 }  // namespace
 
 TEST(MatmulCuda, ForwardBackwardMatchCpuWithBias) {

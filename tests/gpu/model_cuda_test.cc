@@ -31,11 +31,6 @@ extern "C" {
 
 namespace {
 
-#define SKIP_WITHOUT_GPU()                                  \
-    do {                                                    \
-        if (kl_gpu_count() == 0) GTEST_SKIP() << "no GPU"; \
-    } while (0)
-
 template <typename T>
 std::vector<T> load_bin(const std::string &path) {
     std::ifstream f(path, std::ios::binary | std::ios::ate);

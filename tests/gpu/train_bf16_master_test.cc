@@ -11,31 +11,9 @@
 
 #include "test_util.h"
 
-extern "C" {
-#include "device.h"
-}
-
 namespace {
 
-#define SKIP_WITHOUT_GPU()                                  \
-    do {                                                    \
-        if (kl_gpu_count() == 0) GTEST_SKIP() << "no GPU"; \
-    } while (0)
-
 std::string tiny() { return kltest::kiln_source_dir() + "/configs/tiny.yaml"; }
-
-// (step, loss) of the step records with step > from, the loss as printed (exact comparison)
-std::vector<std::string> losses_after(const std::string &metrics, int from) {
-    std::vector<std::string> out;
-    for (size_t p = metrics.find("{\"type\":\"step\""); p != std::string::npos;
-         p = metrics.find("{\"type\":\"step\"", p + 1)) {
-        const size_t s = metrics.find("\"step\":", p);
-        if (atoi(metrics.c_str() + s + 7) <= from) continue;
-        const size_t l = metrics.find("\"loss\":", p);
-        out.push_back(metrics.substr(l + 7, metrics.find(',', l) - l - 7));
-    }
-    return out;
-}
 
 struct RunResult {
     std::vector<std::string> losses;
@@ -47,7 +25,7 @@ RunResult train(const std::string &dir, const std::string &overrides) {
     const int rc = kltest::run_kiln("train '" + tiny() + "' train.device=cuda log.every=1 train.eval_every=0 " + overrides,
                                     &out, dir);
     EXPECT_EQ(rc, 0) << out;
-    return {losses_after(kltest::read_file(dir + "/runs/tiny/metrics.jsonl"), 0),
+    return {kltest::step_losses(kltest::read_file(dir + "/runs/tiny/metrics.jsonl"), 0),
             kltest::read_file(dir + "/runs/tiny/model/model.safetensors")};
 }
 

@@ -30,29 +30,11 @@ extern "C" {
 
 namespace {
 
-#define SKIP_WITHOUT_GPU()                                  \
-    do {                                                    \
-        if (kl_gpu_count() == 0) GTEST_SKIP() << "no GPU"; \
-    } while (0)
-
 std::string tiny() { return kltest::kiln_source_dir() + "/configs/tiny.yaml"; }
-
-// "loss" values of step records with step > from, in order, as printed (exact comparison)
-std::vector<std::string> step_losses(const std::string &metrics, int from) {
-    std::vector<std::string> out;
-    for (size_t p = metrics.find("{\"type\":\"step\""); p != std::string::npos;
-         p = metrics.find("{\"type\":\"step\"", p + 1)) {
-        size_t s = metrics.find("\"step\":", p);
-        if (atoi(metrics.c_str() + s + 7) <= from) continue;
-        size_t l = metrics.find("\"loss\":", p);
-        out.push_back(metrics.substr(l, metrics.find(',', l) - l));
-    }
-    return out;
-}
 
 std::vector<double> as_numbers(const std::vector<std::string> &losses) {
     std::vector<double> v;
-    for (const auto &s : losses) v.push_back(atof(s.c_str() + 7));  // after "loss":
+    for (const auto &s : losses) v.push_back(atof(s.c_str()));
     return v;
 }
 
@@ -73,7 +55,7 @@ TEST(TrainCudaCkpt, ResumeWithAccumulationIsBitExact) {
     const std::string ckpt = a + "/runs/tiny/ckpt/step_0000000" + std::to_string(N);
     ASSERT_EQ(kltest::run_kiln("train '" + tiny() + "' " + common + " train.resume='" + ckpt + "'", &out, b), 0) << out;
     EXPECT_NE(out.find("resumed from"), std::string::npos) << out;
-    auto la = step_losses(metrics_of(a), N), lb = step_losses(metrics_of(b), N);
+    auto la = kltest::step_losses(metrics_of(a), N), lb = kltest::step_losses(metrics_of(b), N);
     ASSERT_EQ(la.size(), (size_t)N);
     EXPECT_EQ(la, lb);
     const std::string wa = weights_of(a);
@@ -267,8 +249,8 @@ static void check_cross_resume(const char *first_device, const char *second_devi
               0)
         << out;
     EXPECT_NE(out.find("resumed from"), std::string::npos) << out;
-    const auto first = as_numbers(step_losses(metrics_of(a), 0));
-    const auto la = as_numbers(step_losses(metrics_of(a), N)), lb = as_numbers(step_losses(metrics_of(b), N));
+    const auto first = as_numbers(kltest::step_losses(metrics_of(a), 0));
+    const auto la = as_numbers(kltest::step_losses(metrics_of(a), N)), lb = as_numbers(kltest::step_losses(metrics_of(b), N));
     ASSERT_EQ(first.size(), (size_t)(2 * N));
     ASSERT_EQ(la.size(), (size_t)N);
     ASSERT_EQ(lb.size(), (size_t)N);
@@ -315,7 +297,7 @@ TEST(TrainCudaCkpt, SigintCheckpointsTheFinishedStepAndResumesBitExact) {
     ASSERT_EQ(kltest::run_kiln("train '" + tiny() + "' " + finish, &out, a), 0) << out;
     EXPECT_NE(out.find("resumed from"), std::string::npos) << out;
     ASSERT_EQ(kltest::run_kiln("train '" + tiny() + "' " + finish, &out, b), 0) << out;
-    auto la = step_losses(metrics_of(a), K), lb = step_losses(metrics_of(b), K);
+    auto la = kltest::step_losses(metrics_of(a), K), lb = kltest::step_losses(metrics_of(b), K);
     ASSERT_EQ(lb.size(), 3u);
     EXPECT_EQ(la, lb);
     EXPECT_TRUE(weights_of(a) == weights_of(b)) << "final weights differ";

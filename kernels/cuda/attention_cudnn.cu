@@ -49,7 +49,10 @@ struct kl_attention_ctx {
 namespace {
 
 // Tensor unique ids of the variant packs; virtual tensors take ids from 100 on.
-enum { UID_Q = 1, UID_KT, UID_V, UID_O, UID_STATS, UID_SCALE, UID_NEG, UID_DO, UID_DQ, UID_DK, UID_DV, UID_SUM, UID_ONE };
+enum {
+    UID_Q = 1, UID_KT, UID_V, UID_O, UID_STATS, UID_SCALE, UID_NEG,  // forward (and backward)
+    UID_DO, UID_DQ, UID_DK, UID_DV, UID_SUM, UID_ONE                 // backward only
+};
 
 // Records the failing step in the error message: "cuDNN SDPA <direction>: <step>: <cudnn message>"; `dir` names
 // the direction in the enclosing function.

@@ -22,8 +22,8 @@ struct RunResult {
 
 RunResult train(const std::string &dir, const std::string &overrides) {
     std::string out;
-    const int rc = kltest::run_kiln("train '" + tiny() + "' train.device=cuda log.every=1 train.eval_every=0 " + overrides,
-                                    &out, dir);
+    const std::string args = "train '" + tiny() + "' train.device=cuda log.every=1 train.eval_every=0 " + overrides;
+    const int rc = kltest::run_kiln(args, &out, dir);
     EXPECT_EQ(rc, 0) << out;
     return {kltest::step_losses(kltest::read_file(dir + "/runs/tiny/metrics.jsonl"), 0),
             kltest::read_file(dir + "/runs/tiny/model/model.safetensors")};

@@ -393,7 +393,12 @@ static kl_status ensure_acts(kl_model_cuda *m, int B, int T) {
     KL_TRY(kl_alloc(m->mem, &p, (size_t)rows * s->V * sizeof(kl_bf16), KL_MEM_WORKSPACE, "LM head logits chunk"));
     m->head_buf = p;
 
+    /* cuDNN's attention backward wants a dP workspace of ~2*B*NH*T^2 bytes; past 1/16 of the run's memory (a
+     * long sequence on a small card) it is not worth it: the scratch is sized for the own kernels then, and the
+     * backward falls back to them (it checks the workspace it is given) */
     m->attn_ws_bytes = kl_attention_workspace_bytes(m->attn, B, T, s->NH, s->NKV, s->HS);
+    if (m->attn_ws_bytes > kl_devmem_capacity(m->mem) / 16)
+        m->attn_ws_bytes = kl_attention_own_workspace_bytes(B, T, s->NH);
     size_t sc = max_sz(m->attn_ws_bytes, kl_rmsnorm_backward_scratch_bytes(N, s->C));
     if (s->qk_norm) sc = max_sz(sc, kl_qknorm_backward_scratch_bytes(N, s->NH, s->NKV, s->HS));
     sc = max_sz(sc, kl_sum_squares_scratch_bytes(m->bufs.n_elems));

@@ -88,30 +88,9 @@ TEST(Resume, RefusesAnotherModelAndSkipsACorruptCheckpoint) {
  * resuming from that checkpoint continues bit-exactly as a run that was never stopped (constant schedule,
  * so the stopped run's long train.steps does not change the learning rate). */
 TEST(Resume, SigtermCheckpointsTheFinishedStepAndResumesBitExact) {
-    std::string a = kltest::make_temp_dir("resume_sigterm_a"), b = kltest::make_temp_dir("resume_sigterm_b"), out;
-    const std::string common = "train.schedule=constant train.warmup_steps=0 train.grad_accum=2 log.every=1 "
-                               "train.eval_every=0 ";
-    int rc = kltest::run_kiln_and_signal("train '" + tiny() + "' " + common + "train.steps=1000000", a,
-                                         "runs/tiny/metrics.jsonl", "{\"type\":\"step\",\"step\":2,", SIGTERM, 120,
-                                         &out);
-    ASSERT_EQ(rc, 0) << out;
-    const size_t p = out.find("stopped by a signal after step ");
-    ASSERT_NE(p, std::string::npos) << out;
-    const int K = atoi(out.c_str() + p + strlen("stopped by a signal after step "));
-    ASSERT_GE(K, 2) << out;
-    char step_dir[64];
-    snprintf(step_dir, sizeof step_dir, "/runs/tiny/ckpt/step_%08d", K);
-    EXPECT_FALSE(kltest::read_file(a + step_dir + "/DONE").empty()) << "no complete checkpoint at step " << K;
-
-    const std::string finish = common + "train.steps=" + std::to_string(K + 3);
-    ASSERT_EQ(kltest::run_kiln("train '" + tiny() + "' " + finish, &out, a), 0) << out;
-    EXPECT_NE(out.find("resumed from"), std::string::npos) << out;
-    ASSERT_EQ(kltest::run_kiln("train '" + tiny() + "' " + finish, &out, b), 0) << out;
-    auto la = kltest::step_losses(kltest::read_file(a + "/runs/tiny/metrics.jsonl"), K);
-    auto lb = kltest::step_losses(kltest::read_file(b + "/runs/tiny/metrics.jsonl"), K);
-    ASSERT_EQ(lb.size(), 3u);
-    EXPECT_EQ(la, lb);
-    std::string wa = kltest::read_file(a + "/runs/tiny/model/model.safetensors");
-    EXPECT_FALSE(wa.empty());
-    EXPECT_TRUE(wa == kltest::read_file(b + "/runs/tiny/model/model.safetensors")) << "final weights differ";
+    kltest::check_signal_stop_and_resume(tiny(),
+                                         "train.schedule=constant train.warmup_steps=0 train.grad_accum=2 log.every=1 "
+                                         "train.eval_every=0 ",
+                                         SIGTERM, 120, kltest::make_temp_dir("resume_sigterm_a"),
+                                         kltest::make_temp_dir("resume_sigterm_b"));
 }

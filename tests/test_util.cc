@@ -15,7 +15,10 @@
 #include <random>
 #include <sstream>
 
+#include <gtest/gtest.h>
+
 extern "C" {
+#include "checkpoint.h"
 #include "device.h"
 }
 
@@ -70,6 +73,48 @@ std::vector<std::string> step_losses(const std::string &metrics, int after) {
     }
     return out;
 }
+
+void check_signal_stop_and_resume(const std::string &config, const std::string &common, int sig, double timeout_s,
+                                  const std::string &a, const std::string &b) {
+    std::string out;
+    const int rc = run_kiln_and_signal("train '" + config + "' " + common + "train.steps=1000000", a,
+                                       "runs/tiny/metrics.jsonl", "{\"type\":\"step\",\"step\":2,", sig, timeout_s,
+                                       &out);
+    ASSERT_EQ(rc, 0) << out;
+    const char *said = "stopped by a signal after step ";
+    const size_t p = out.find(said);
+    ASSERT_NE(p, std::string::npos) << out;
+    const int K = atoi(out.c_str() + p + strlen(said));
+    ASSERT_GE(K, 2) << out;
+    char step_dir[64];
+    snprintf(step_dir, sizeof step_dir, "/runs/tiny/ckpt/step_%08d", K);
+    EXPECT_FALSE(read_file(a + step_dir + "/DONE").empty()) << "no complete checkpoint at step " << K;
+
+    const std::string finish = "train '" + config + "' " + common + "train.steps=" + std::to_string(K + 3);
+    ASSERT_EQ(run_kiln(finish, &out, a), 0) << out;
+    EXPECT_NE(out.find("resumed from"), std::string::npos) << out;
+    ASSERT_EQ(run_kiln(finish, &out, b), 0) << out;
+    const auto la = step_losses(read_file(a + "/runs/tiny/metrics.jsonl"), K);
+    const auto lb = step_losses(read_file(b + "/runs/tiny/metrics.jsonl"), K);
+    ASSERT_EQ(lb.size(), 3u);
+    EXPECT_EQ(la, lb);
+    const std::string wa = read_file(a + "/runs/tiny/model/model.safetensors");
+    EXPECT_FALSE(wa.empty());
+    EXPECT_TRUE(wa == read_file(b + "/runs/tiny/model/model.safetensors")) << "final weights differ";
+}
+
+std::vector<std::string> ckpt_entry_names(const std::string &step_dir) {
+    std::vector<std::string> names;
+    kl_ckpt_reader *r = nullptr;
+    if (kl_ckpt_open(&r, step_dir.c_str(), 0) != KL_OK) return names;
+    for (int i = 0; i < kl_ckpt_n_entries(r); i++) names.push_back(kl_ckpt_entry_at(r, i)->name);
+    kl_ckpt_close(r);
+    return names;
+}
+
+const std::vector<std::string> kAdamwCheckpointEntries = {
+    "config",        "loader/epoch",      "loader/fingerprint", "loader/sample",    "model/backward_passes",
+    "optimizer/adamw.m", "optimizer/adamw.v", "params",         "train/bad_streak", "train/step"};
 
 std::string make_temp_dir(const char *name) {
     static int counter = 0;

@@ -35,6 +35,17 @@ int run_kiln_and_signal(const std::string &args, const std::string &cwd, const s
 /* The losses of the step records (metrics.jsonl text) with step > after, in order, as printed (exact
  * comparison; atof gives the number). */
 std::vector<std::string> step_losses(const std::string &metrics, int after);
+/* Starts `kiln train CONFIG COMMON train.steps=1000000` in folder a and sends `sig` once step 2 is logged;
+ * checks (gtest) that the run exits 0 saying after which step K it stopped, with a complete checkpoint of step
+ * K; then resumes it to K+3 steps and checks its last 3 losses and final weights equal those of a run of K+3
+ * steps in folder b that was never stopped. COMMON should fix the schedule (constant), so the long first run
+ * does not change the learning rate. */
+void check_signal_stop_and_resume(const std::string &config, const std::string &common, int sig, double timeout_s,
+                                  const std::string &a, const std::string &b);
+/* The entry names of rank 0's file in a checkpoint step folder, in order (empty when it does not open). */
+std::vector<std::string> ckpt_entry_names(const std::string &step_dir);
+/* What every AdamW training checkpoint holds, written by the CPU or the GPU trainer (docs/checkpoints.md). */
+extern const std::vector<std::string> kAdamwCheckpointEntries;
 
 /* max |a-b| / (atol + rtol*|b|) over all elements; a result <= 1 means "within tolerance".
  * On failure, *report names the worst index and values. NaN anywhere fails. */

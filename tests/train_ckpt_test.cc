@@ -61,15 +61,10 @@ TEST(TrainCkpt, AdamwCheckpointHoldsExactlyTheDocumentedEntries) {
                                &out, d),
               0)
         << out;
+    const std::string step_dir = d + "/runs/tiny/ckpt/step_00000002";
+    EXPECT_EQ(kltest::ckpt_entry_names(step_dir), kltest::kAdamwCheckpointEntries);
     kl_ckpt_reader *r = nullptr;
-    ASSERT_EQ(kl_ckpt_open(&r, (d + "/runs/tiny/ckpt/step_00000002").c_str(), 0), KL_OK) << kl_last_error();
-    std::vector<std::string> names;
-    for (int i = 0; i < kl_ckpt_n_entries(r); i++) names.push_back(kl_ckpt_entry_at(r, i)->name);
-    const std::vector<std::string> want = {"config",          "loader/epoch",        "loader/fingerprint",
-                                           "loader/sample",   "model/backward_passes", "optimizer/adamw.m",
-                                           "optimizer/adamw.v", "params",            "train/bad_streak",
-                                           "train/step"};
-    EXPECT_EQ(names, want);
+    ASSERT_EQ(kl_ckpt_open(&r, step_dir.c_str(), 0), KL_OK) << kl_last_error();
     const kl_ckpt_entry *p = kl_ckpt_find(r, "params"), *m = kl_ckpt_find(r, "optimizer/adamw.m");
     ASSERT_NE(p, nullptr);
     ASSERT_NE(m, nullptr);

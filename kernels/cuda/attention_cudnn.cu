@@ -555,31 +555,52 @@ extern "C" size_t kl_attention_workspace_bytes(kl_attention_ctx *ctx, int B, int
     return need;
 }
 
+// Settles a cuDNN attempt of `what` ("forward" / "backward"): s is its status, KL_ERR_UNSUPPORTED when cuDNN
+// declined or could not be asked. *done is set when the call is over (it ran on cuDNN, it failed, or cuDNN alone
+// was asked for and declined); otherwise the own kernels run, and ctx->note keeps why cuDNN did not.
+static kl_status settle_cudnn(kl_attention_ctx *ctx, kl_status s, const char *what, bool *done) {
+    *done = true;
+    if (s == KL_OK) {
+        ctx->last = "cudnn";
+        ctx->note[0] = 0;
+        return KL_OK;
+    }
+    if (s != KL_ERR_UNSUPPORTED) return s;
+    snprintf(ctx->note, sizeof ctx->note, "%s", kl_last_error());
+    kl_clear_error();
+    if (ctx->backend == KL_ATTN_CUDNN)
+        return kl_error(KL_ERR_UNSUPPORTED, "attention %s: cuDNN requested but unavailable: %s", what, ctx->note);
+    *done = false;
+    return KL_OK;
+}
+
+// Whether cuDNN is to be tried for this shape; when not, why (an error the caller settles).
+static kl_status cudnn_applies(const kl_attention_ctx *ctx, int B, int T, int NH, int NKV, int HS) {
+#if defined(KILN_HAVE_CUDNN)
+    if (B > 0 && T > 0 && NH > 0 && NKV > 0 && HS > 0 && NH % NKV == 0) return KL_OK;
+    return kl_error(KL_ERR_UNSUPPORTED, "cuDNN SDPA: shape B=%d T=%d NH=%d NKV=%d HS=%d not accepted", B, T, NH, NKV,
+                    HS);
+#else
+    (void)B, (void)T, (void)NH, (void)NKV, (void)HS;
+    return kl_error(KL_ERR_UNSUPPORTED, "%s", ctx->note);
+#endif
+}
+
 extern "C" kl_status kl_attention_forward_cuda(kl_attention_ctx *ctx, kl_bf16 *out, float *lse, const kl_bf16 *qkv,
                                                int B, int T, int NH, int NKV, int HS, void *workspace,
                                                size_t workspace_bytes, struct CUstream_st *stream) {
     if (!ctx) return kl_error(KL_ERR_INVALID, "attention forward: expected a context, got NULL");
-#if !defined(KILN_HAVE_CUDNN)
-    (void)workspace;
-    (void)workspace_bytes;
-#endif
     if (ctx->backend == KL_ATTN_AUTO || ctx->backend == KL_ATTN_CUDNN) {
+        kl_status s = cudnn_applies(ctx, B, T, NH, NKV, HS);
 #if defined(KILN_HAVE_CUDNN)
-        if (B > 0 && T > 0 && NH > 0 && NKV > 0 && HS > 0 && NH % NKV == 0) {
-            const kl_status s = cudnn_forward(ctx, out, lse, qkv, B, T, NH, NKV, HS, workspace, workspace_bytes,
-                                              (cudaStream_t)stream);
-            if (s == KL_OK) {
-                ctx->last = "cudnn";
-                ctx->note[0] = 0;
-                return KL_OK;
-            }
-            if (s != KL_ERR_UNSUPPORTED || ctx->backend == KL_ATTN_CUDNN) return s;
-            snprintf(ctx->note, sizeof ctx->note, "%s", kl_last_error());
-            kl_clear_error();
-        }
+        if (s == KL_OK)
+            s = cudnn_forward(ctx, out, lse, qkv, B, T, NH, NKV, HS, workspace, workspace_bytes, (cudaStream_t)stream);
+#else
+        (void)workspace, (void)workspace_bytes;
 #endif
-        if (ctx->backend == KL_ATTN_CUDNN)
-            return kl_error(KL_ERR_UNSUPPORTED, "attention forward: cuDNN requested but unavailable: %s", ctx->note);
+        bool done;
+        const kl_status r = settle_cudnn(ctx, s, "forward", &done);
+        if (done) return r;
     }
     const int simple = ctx->backend == KL_ATTN_OWN_SIMPLE;
     KL_TRY(kl_attention_forward_own_cuda(out, lse, qkv, B, T, NH, NKV, HS, simple, stream));
@@ -595,21 +616,15 @@ extern "C" kl_status kl_attention_backward_cuda(kl_attention_ctx *ctx, kl_bf16 *
                                                 struct CUstream_st *stream) {
     if (!ctx) return kl_error(KL_ERR_INVALID, "attention backward: expected a context, got NULL");
     if (ctx->backend == KL_ATTN_AUTO || ctx->backend == KL_ATTN_CUDNN) {
+        kl_status s = cudnn_applies(ctx, B, T, NH, NKV, HS);
 #if defined(KILN_HAVE_CUDNN)
-        if (B > 0 && T > 0 && NH > 0 && NKV > 0 && HS > 0 && NH % NKV == 0) {
-            const kl_status s = cudnn_backward(ctx, dqkv, dout, out, lse, qkv, B, T, NH, NKV, HS, workspace,
-                                               workspace_bytes, (cudaStream_t)stream);
-            if (s == KL_OK) {
-                ctx->last = "cudnn";
-                return KL_OK;
-            }
-            if (s != KL_ERR_UNSUPPORTED || ctx->backend == KL_ATTN_CUDNN) return s;
-            snprintf(ctx->note, sizeof ctx->note, "%s", kl_last_error());
-            kl_clear_error();
-        }
+        if (s == KL_OK)
+            s = cudnn_backward(ctx, dqkv, dout, out, lse, qkv, B, T, NH, NKV, HS, workspace, workspace_bytes,
+                               (cudaStream_t)stream);
 #endif
-        if (ctx->backend == KL_ATTN_CUDNN)
-            return kl_error(KL_ERR_UNSUPPORTED, "attention backward: cuDNN requested but unavailable: %s", ctx->note);
+        bool done;
+        const kl_status r = settle_cudnn(ctx, s, "backward", &done);
+        if (done) return r;
     }
     const int simple = ctx->backend == KL_ATTN_OWN_SIMPLE;
     KL_TRY(kl_attention_backward_own_cuda(dqkv, dout, out, lse, qkv, B, T, NH, NKV, HS, workspace, workspace_bytes,

@@ -63,15 +63,9 @@ TEST(TrainCudaCkpt, ResumeWithAccumulationIsBitExact) {
     EXPECT_TRUE(wa == weights_of(b)) << "final weights differ";
 
     // the same entries as a CPU AdamW checkpoint (tests/train_ckpt_test.cc has the CPU side)
+    EXPECT_EQ(kltest::ckpt_entry_names(ckpt), kltest::kAdamwCheckpointEntries);
     kl_ckpt_reader *r = nullptr;
     ASSERT_EQ(kl_ckpt_open(&r, ckpt.c_str(), 0), KL_OK) << kl_last_error();
-    std::vector<std::string> names;
-    for (int i = 0; i < kl_ckpt_n_entries(r); i++) names.push_back(kl_ckpt_entry_at(r, i)->name);
-    const std::vector<std::string> want = {"config",          "loader/epoch",        "loader/fingerprint",
-                                           "loader/sample",   "model/backward_passes", "optimizer/adamw.m",
-                                           "optimizer/adamw.v", "params",            "train/bad_streak",
-                                           "train/step"};
-    EXPECT_EQ(names, want);
     int64_t step = -1;
     uint64_t passes = 0;
     EXPECT_EQ(kl_ckpt_get_i64(r, "train/step", &step), KL_OK);
@@ -277,28 +271,9 @@ TEST(TrainCudaCkpt, CpuCheckpointResumesOnTheGpuTrainer) {
 // change the learning rate).
 TEST(TrainCudaCkpt, SigintCheckpointsTheFinishedStepAndResumesBitExact) {
     SKIP_WITHOUT_GPU();
-    std::string a = kltest::make_temp_dir("cuda_sigint_a"), b = kltest::make_temp_dir("cuda_sigint_b"), out;
-    const std::string common = "train.device=cuda train.schedule=constant train.warmup_steps=0 train.grad_accum=2 "
-                               "log.every=1 train.eval_every=0 ";
-    int rc = kltest::run_kiln_and_signal("train '" + tiny() + "' " + common + "train.steps=1000000", a,
-                                         "runs/tiny/metrics.jsonl", "{\"type\":\"step\",\"step\":2,", SIGINT, 300,
-                                         &out);
-    ASSERT_EQ(rc, 0) << out;
-    const char *said = "stopped by a signal after step ";
-    const size_t p = out.find(said);
-    ASSERT_NE(p, std::string::npos) << out;
-    const int K = atoi(out.c_str() + p + strlen(said));
-    ASSERT_GE(K, 2) << out;
-    char step_dir[64];
-    snprintf(step_dir, sizeof step_dir, "/runs/tiny/ckpt/step_%08d", K);
-    EXPECT_FALSE(kltest::read_file(a + step_dir + "/DONE").empty()) << "no complete checkpoint at step " << K;
-
-    const std::string finish = common + "train.steps=" + std::to_string(K + 3);
-    ASSERT_EQ(kltest::run_kiln("train '" + tiny() + "' " + finish, &out, a), 0) << out;
-    EXPECT_NE(out.find("resumed from"), std::string::npos) << out;
-    ASSERT_EQ(kltest::run_kiln("train '" + tiny() + "' " + finish, &out, b), 0) << out;
-    auto la = kltest::step_losses(metrics_of(a), K), lb = kltest::step_losses(metrics_of(b), K);
-    ASSERT_EQ(lb.size(), 3u);
-    EXPECT_EQ(la, lb);
-    EXPECT_TRUE(weights_of(a) == weights_of(b)) << "final weights differ";
+    kltest::check_signal_stop_and_resume(tiny(),
+                                         "train.device=cuda train.schedule=constant train.warmup_steps=0 "
+                                         "train.grad_accum=2 log.every=1 train.eval_every=0 ",
+                                         SIGINT, 300, kltest::make_temp_dir("cuda_sigint_a"),
+                                         kltest::make_temp_dir("cuda_sigint_b"));
 }

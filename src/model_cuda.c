@@ -155,23 +155,30 @@ static kl_status upload_bf16_params(kl_model_cuda *m, const float *src) {
     return st;
 }
 
+kl_status kl_model_cuda_to_host_layout(kl_model_cuda *m, float *host, const float *dev) {
+    for (int i = 0; i < m->n_tensors; i++)
+        KL_TRY(kl_cuda_d2h_async(host + m->info[i].offset, dev + m->dev_off[i], m->info[i].numel * sizeof(float),
+                                 m->stream));
+    return kl_cuda_stream_sync(m->stream);
+}
+
+kl_status kl_model_cuda_from_host_layout(kl_model_cuda *m, float *dev, const float *host) {
+    for (int i = 0; i < m->n_tensors; i++)
+        KL_TRY(kl_cuda_h2d_async(dev + m->dev_off[i], host + m->info[i].offset, m->info[i].numel * sizeof(float),
+                                 m->stream));
+    return kl_cuda_stream_sync(m->stream); /* pageable source: the caller may reuse it on return */
+}
+
+size_t kl_model_cuda_num_params(const kl_model_cuda *m) { return m->n_params; }
+
 kl_status kl_model_cuda_upload(kl_model_cuda *m, kl_model *cpu) {
     if (kl_model_num_params(cpu) != m->n_params)
         return kl_error(KL_ERR_INVALID, "model upload: the CPU model has %zu parameters, the GPU model %zu",
                         kl_model_num_params(cpu), m->n_params);
     const float *src = kl_model_params(cpu);
     if (!m->bufs.master) return upload_bf16_params(m, src);
-    for (int i = 0; i < m->n_tensors; i++)
-        KL_TRY(kl_cuda_h2d_async(m->bufs.master + m->dev_off[i], src + m->info[i].offset,
-                                 m->info[i].numel * sizeof(float), m->stream));
+    KL_TRY(kl_model_cuda_from_host_layout(m, m->bufs.master, src));
     KL_TRY(kl_f32_to_bf16_cuda(m->bufs.weights, m->bufs.master, m->bufs.n_elems, m->stream));
-    return kl_cuda_stream_sync(m->stream);
-}
-
-static kl_status download_layout(kl_model_cuda *m, float *dst, const float *src_dev) {
-    for (int i = 0; i < m->n_tensors; i++)
-        KL_TRY(kl_cuda_d2h_async(dst + m->info[i].offset, src_dev + m->dev_off[i], m->info[i].numel * sizeof(float),
-                                 m->stream));
     return kl_cuda_stream_sync(m->stream);
 }
 
@@ -179,7 +186,7 @@ kl_status kl_model_cuda_download(kl_model_cuda *m, kl_model *cpu) {
     if (kl_model_num_params(cpu) != m->n_params)
         return kl_error(KL_ERR_INVALID, "model download: the CPU model has %zu parameters, the GPU model %zu",
                         kl_model_num_params(cpu), m->n_params);
-    if (m->bufs.master) return download_layout(m, kl_model_params(cpu), m->bufs.master);
+    if (m->bufs.master) return kl_model_cuda_to_host_layout(m, kl_model_params(cpu), m->bufs.master);
     kl_bf16 *tmp = kl_malloc(m->bufs.n_elems * sizeof *tmp, "BF16 parameter read-back");
     if (!tmp) return KL_ERR_OOM;
     kl_status st = kl_cuda_d2h_async(tmp, m->bufs.weights, m->bufs.n_elems * sizeof *tmp, m->stream);
@@ -193,7 +200,7 @@ kl_status kl_model_cuda_download(kl_model_cuda *m, kl_model *cpu) {
 }
 
 kl_status kl_model_cuda_download_grads(kl_model_cuda *m, float *grads) {
-    return download_layout(m, grads, m->bufs.grads);
+    return kl_model_cuda_to_host_layout(m, grads, m->bufs.grads);
 }
 
 kl_status kl_model_cuda_zero_grads(kl_model_cuda *m) {
@@ -719,6 +726,19 @@ kl_status kl_model_cuda_accumulate(kl_model_cuda *m, const int32_t *inputs, cons
                                    int B, int T, float z_loss, float grad_scale) {
     (void)m, (void)inputs, (void)targets, (void)n_micro, (void)B, (void)T, (void)z_loss, (void)grad_scale;
     return no_cuda();
+}
+
+kl_status kl_model_cuda_to_host_layout(kl_model_cuda *m, float *host, const float *dev) {
+    (void)m, (void)host, (void)dev;
+    return no_cuda();
+}
+kl_status kl_model_cuda_from_host_layout(kl_model_cuda *m, float *dev, const float *host) {
+    (void)m, (void)dev, (void)host;
+    return no_cuda();
+}
+size_t kl_model_cuda_num_params(const kl_model_cuda *m) {
+    (void)m;
+    return 0;
 }
 
 #endif

@@ -58,6 +58,12 @@ kl_status kl_model_cuda_upload(kl_model_cuda *m, kl_model *cpu);
 kl_status kl_model_cuda_download(kl_model_cuda *m, kl_model *cpu);
 /* The gradients in the CPU layout (kl_model_num_params floats). Waits for the device. */
 kl_status kl_model_cuda_download_grads(kl_model_cuda *m, float *grads);
+/* A per-parameter device buffer (n_elems floats, device layout) to or from the packed CPU parameter layout
+ * (kl_model_cuda_num_params floats), tensor by tensor; the device layout's gaps are not touched. Both wait for
+ * the copies. */
+kl_status kl_model_cuda_to_host_layout(kl_model_cuda *m, float *host, const float *dev);
+kl_status kl_model_cuda_from_host_layout(kl_model_cuda *m, float *dev, const float *host);
+size_t kl_model_cuda_num_params(const kl_model_cuda *m);
 kl_status kl_model_cuda_zero_grads(kl_model_cuda *m);
 
 /* Allocates activations, scratch and batch buffers for n_micro micro-batches of (B, T) now (otherwise the

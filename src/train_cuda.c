@@ -55,9 +55,6 @@ struct kl_trainer_cuda {
     uint64_t backward_passes; /* micro-batch backward passes run, as the CPU model counts them */
     int n_ranges;
     uint32_t n_blocks;
-    kl_adamw_range *ranges;   /* host copy: device offset and size of each tensor */
-    size_t *cpu_off;          /* each tensor's offset in the CPU layout (kl_model_params) */
-    size_t n_params;          /* CPU layout length */
     kl_adamw_range *ranges_dev;
     float *adam_m, *adam_v;
     size_t state_bytes;
@@ -81,7 +78,6 @@ kl_status kl_trainer_cuda_create(kl_trainer_cuda **out, kl_model *cpu, const kl_
     t->sched = *sched;
     kl_status st;
     kl_adamw_range *ranges = NULL;
-    t->n_params = kl_model_num_params(cpu);
     if ((st = kl_model_cuda_create(&t->m, cpu, mo)) != KL_OK) goto fail;
     if ((st = kl_model_cuda_reserve(t->m, o->B, o->T, o->grad_accum)) != KL_OK) goto fail;
     const kl_model_cuda_bufs *b = kl_model_cuda_buffers(t->m);
@@ -89,16 +85,14 @@ kl_status kl_trainer_cuda_create(kl_trainer_cuda **out, kl_model *cpu, const kl_
     /* parameter groups exactly as kl_trainer_init: decay on linear-layer matrices (and the untied head);
      * embeddings, norms and biases only when asked */
     t->n_ranges = kl_model_num_param_tensors(cpu);
-    ranges = t->ranges = kl_calloc((size_t)t->n_ranges, sizeof *ranges, "AdamW ranges");
-    t->cpu_off = kl_calloc((size_t)t->n_ranges, sizeof *t->cpu_off, "CPU parameter offsets");
-    if (!ranges || !t->cpu_off) {
+    ranges = kl_calloc((size_t)t->n_ranges, sizeof *ranges, "AdamW ranges");
+    if (!ranges) {
         st = KL_ERR_OOM;
         goto fail;
     }
     for (int i = 0; i < t->n_ranges; i++) {
         const kl_param_info *p = kl_model_param_info(cpu, i);
         const int is_matrix = p->kind == KL_PARAM_MATRIX || p->kind == KL_PARAM_HEAD;
-        t->cpu_off[i] = p->offset;
         ranges[i].offset = kl_model_cuda_param_offset(t->m, i);
         ranges[i].numel = p->numel;
         ranges[i].lr_mult = 1.0f;
@@ -127,9 +121,11 @@ kl_status kl_trainer_cuda_create(kl_trainer_cuda **out, kl_model *cpu, const kl_
     if ((st = kl_alloc_pinned(b->mem, &p, 2 * sizeof(double), KL_MEM_OTHER, "step read-back")) != KL_OK) goto fail;
     t->host_res = p;
     if ((st = kl_cuda_stream_sync(b->stream)) != KL_OK) goto fail; /* `ranges` is pageable host memory */
+    free(ranges);
     *out = t;
     return KL_OK;
 fail:
+    free(ranges);
     kl_trainer_cuda_free(t);
     return st;
 }
@@ -137,8 +133,6 @@ fail:
 void kl_trainer_cuda_free(kl_trainer_cuda *t) {
     if (!t) return;
     kl_model_cuda_free(t->m); /* its allocator also held the optimizer state */
-    free(t->ranges);
-    free(t->cpu_off);
     free(t);
 }
 
@@ -158,29 +152,19 @@ static kl_status state_buffer(kl_trainer_cuda *t, int i, float **dev) {
     return KL_OK;
 }
 
-/* Tensor by tensor between the device layout (128-element aligned) and the packed CPU layout; the
- * alignment gaps on the device are never written, so they stay zero. */
 kl_status kl_trainer_cuda_download_state(kl_trainer_cuda *t, int i, float *host) {
     float *dev = NULL;
     KL_TRY(state_buffer(t, i, &dev));
-    struct CUstream_st *s = kl_model_cuda_buffers(t->m)->stream;
-    for (int k = 0; k < t->n_ranges; k++)
-        KL_TRY(kl_cuda_d2h_async(host + t->cpu_off[k], dev + t->ranges[k].offset,
-                                 t->ranges[k].numel * sizeof(float), s));
-    return kl_cuda_stream_sync(s);
+    return kl_model_cuda_to_host_layout(t->m, host, dev);
 }
 
 kl_status kl_trainer_cuda_upload_state(kl_trainer_cuda *t, int i, const float *host) {
     float *dev = NULL;
     KL_TRY(state_buffer(t, i, &dev));
-    struct CUstream_st *s = kl_model_cuda_buffers(t->m)->stream;
-    for (int k = 0; k < t->n_ranges; k++)
-        KL_TRY(kl_cuda_h2d_async(dev + t->ranges[k].offset, host + t->cpu_off[k],
-                                 t->ranges[k].numel * sizeof(float), s));
-    return kl_cuda_stream_sync(s); /* pageable source: the caller may reuse it on return */
+    return kl_model_cuda_from_host_layout(t->m, dev, host);
 }
 
-size_t kl_trainer_cuda_num_params(const kl_trainer_cuda *t) { return t->n_params; }
+size_t kl_trainer_cuda_num_params(const kl_trainer_cuda *t) { return kl_model_cuda_num_params(t->m); }
 uint64_t kl_trainer_cuda_backward_passes(const kl_trainer_cuda *t) { return t->backward_passes; }
 void kl_trainer_cuda_set_progress(kl_trainer_cuda *t, int64_t step, int bad_streak, uint64_t backward_passes) {
     t->step = step;

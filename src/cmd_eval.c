@@ -15,6 +15,7 @@
 #include "json_write.h"
 #include "loader.h"
 #include "model_io.h"
+#include "train_run.h"
 
 static int usage(FILE *f, int code) {
     fprintf(f,
@@ -238,12 +239,7 @@ static kl_status run(const eval_args *a, const kl_config *c) {
         st = kl_error(KL_ERR_CONFIG, "data.seq_len (%d) exceeds the model's max_position_embeddings (%d)", T, s->max_T);
         goto done;
     }
-    kl_linear_cfg prec = {0}; /* precision.matmul exactly as train_run.c sets it (bf16 = FP32 on the CPU) */
-    prec.mode = c->precision.matmul == KL_CFG_MATMUL_FP8     ? KL_LINEAR_FP8
-                : c->precision.matmul == KL_CFG_MATMUL_NVFP4 ? KL_LINEAR_NVFP4
-                                                             : KL_LINEAR_FP32;
-    prec.nvfp4_backward = c->precision.nvfp4_backward == KL_CFG_NVFP4_BWD_SR ? KL_LINEAR_BWD_SR : KL_LINEAR_BWD_MS_EDEN;
-    prec.seed = (uint64_t)c->train.seed;
+    const kl_linear_cfg prec = kl_train_linear_cfg(c); /* as training applies it */
     const char *matmul = c->precision.matmul == KL_CFG_MATMUL_FP8     ? "fp8"
                          : c->precision.matmul == KL_CFG_MATMUL_NVFP4 ? "nvfp4"
                                                                       : "bf16";

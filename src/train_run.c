@@ -172,6 +172,16 @@ static void on_stop_signal(int sig) {
     stop_requested = 1;
 }
 
+kl_linear_cfg kl_train_linear_cfg(const kl_config *c) {
+    kl_linear_cfg prec = {0};
+    prec.mode = c->precision.matmul == KL_CFG_MATMUL_FP8     ? KL_LINEAR_FP8
+                : c->precision.matmul == KL_CFG_MATMUL_NVFP4 ? KL_LINEAR_NVFP4
+                                                             : KL_LINEAR_FP32;
+    prec.nvfp4_backward = c->precision.nvfp4_backward == KL_CFG_NVFP4_BWD_SR ? KL_LINEAR_BWD_SR : KL_LINEAR_BWD_MS_EDEN;
+    prec.seed = (uint64_t)c->train.seed;
+    return prec;
+}
+
 kl_status kl_train_run(const kl_config *c) {
     kl_status st = KL_OK;
     kl_model *model = NULL;
@@ -212,13 +222,7 @@ kl_status kl_train_run(const kl_config *c) {
         if ((st = kl_model_create(&model, &shape)) != KL_OK) goto done;
         kl_model_init_weights(model, (uint64_t)c->model.seed, (float)c->model.init_std);
     }
-    /* precision.matmul for the blocks' linear layers; bf16 is plain FP32 on the CPU (linear.h) */
-    kl_linear_cfg prec = {0};
-    prec.mode = c->precision.matmul == KL_CFG_MATMUL_FP8     ? KL_LINEAR_FP8
-                : c->precision.matmul == KL_CFG_MATMUL_NVFP4 ? KL_LINEAR_NVFP4
-                                                             : KL_LINEAR_FP32;
-    prec.nvfp4_backward = c->precision.nvfp4_backward == KL_CFG_NVFP4_BWD_SR ? KL_LINEAR_BWD_SR : KL_LINEAR_BWD_MS_EDEN;
-    prec.seed = (uint64_t)c->train.seed;
+    const kl_linear_cfg prec = kl_train_linear_cfg(c);
     if ((st = kl_model_set_precision(model, &prec)) != KL_OK) goto done;
 
     kl_trainer_opts to = {0};

@@ -80,6 +80,7 @@ typedef struct {
         char name[KL_CFG_NAME_MAX];
         char out_dir[KL_CFG_PATH_MAX]; /* "" = runs/<name> under the working directory */
         kl_cfg_device device;
+        bool cuda_graphs; /* GPU: replay each block's forward/backward as a captured CUDA graph */
         int64_t steps, batch_size, grad_accum;
         kl_cfg_schedule schedule;
         int64_t warmup_steps;

@@ -69,6 +69,7 @@ static const kl_key keys[] = {
     KEY(train, name, KL_KEY_NAME, "run", 0, 0, 0, NULL, "run name: outputs go to runs/<name>/ unless out_dir is set"),
     PATH(train, out_dir, "output folder of the run (empty = runs/<name> under the working directory)"),
     ENUM(train, device, "auto", "auto|cpu|cuda", "where to train (auto = cuda when a GPU is present)"),
+    BOOL(train, cuda_graphs, "true", "GPU: launch each block's forward and backward as a captured CUDA graph"),
     INT(train, steps, "100", 1, STEPS_MAX, "optimizer steps"),
     INT(train, batch_size, "8", 1, 1048576, "sequences per micro-batch (per GPU)"),
     INT(train, grad_accum, "1", 1, 65536, "micro-batches accumulated per optimizer step"),

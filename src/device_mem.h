@@ -71,6 +71,14 @@ kl_status kl_cuda_event_create(struct CUevent_st **out);
 void kl_cuda_event_destroy(struct CUevent_st *e);
 kl_status kl_cuda_event_record(struct CUevent_st *e, struct CUstream_st *s);
 kl_status kl_cuda_event_sync(struct CUevent_st *e);
+/* CUDA graphs: what `s` is given between capture_begin and capture_end is recorded, not run, and becomes an
+ * executable graph (NULL *out: the capture is dropped, e.g. after an error in it). capture_end always leaves
+ * the stream out of capture mode. Launching replays the recorded work on `s`. */
+typedef struct kl_cuda_graph kl_cuda_graph;
+kl_status kl_cuda_capture_begin(struct CUstream_st *s);
+kl_status kl_cuda_capture_end(struct CUstream_st *s, kl_cuda_graph **out);
+kl_status kl_cuda_graph_launch(kl_cuda_graph *g, struct CUstream_st *s);
+void kl_cuda_graph_destroy(kl_cuda_graph *g); /* NULL is fine */
 /* Asynchronous on `s` (pinned host memory for real overlap; pageable works but stages through the driver). */
 kl_status kl_cuda_h2d_async(void *dst, const void *src, size_t bytes, struct CUstream_st *s);
 kl_status kl_cuda_d2h_async(void *dst, const void *src, size_t bytes, struct CUstream_st *s);

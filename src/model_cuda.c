@@ -96,9 +96,22 @@ struct kl_model_cuda {
     float *losses;     /* (cap*N) per-position losses */
     double *result_host; /* pinned: the loss sum read back */
     int have_forward;
+
+    /* per-layer CUDA graphs of the forward and backward block bodies, captured on first use for the current
+     * buffers (ensure_acts drops them); graphs_off after a capture failed (graph_note says why) */
+    kl_cuda_graph **fwd_graph, **bwd_graph;
+    int graphs_off;
+    char graph_note[256];
 };
 
 static int qkv_dim(const kl_model_shape *s) { return (s->NH + 2 * s->NKV) * s->HS; }
+
+static void drop_graphs(kl_model_cuda *m) {
+    for (int l = 0; l < m->s.L; l++) {
+        if (m->fwd_graph) kl_cuda_graph_destroy(m->fwd_graph[l]), m->fwd_graph[l] = NULL;
+        if (m->bwd_graph) kl_cuda_graph_destroy(m->bwd_graph[l]), m->bwd_graph[l] = NULL;
+    }
+}
 
 const kl_model_shape *kl_model_cuda_shape(const kl_model_cuda *m) { return &m->s; }
 const kl_model_cuda_bufs *kl_model_cuda_buffers(kl_model_cuda *m) { return &m->bufs; }
@@ -222,8 +235,10 @@ kl_status kl_model_cuda_create(kl_model_cuda **out, kl_model *cpu, const kl_mode
     m->dev_off = kl_calloc((size_t)m->n_tensors, sizeof *m->dev_off, "GPU parameter offsets");
     m->bw = kl_calloc((size_t)s->L, sizeof *m->bw, "GPU block weights");
     m->bg = kl_calloc((size_t)s->L, sizeof *m->bg, "GPU block grads");
+    m->fwd_graph = kl_calloc((size_t)s->L, sizeof *m->fwd_graph, "GPU forward graphs");
+    m->bwd_graph = kl_calloc((size_t)s->L, sizeof *m->bwd_graph, "GPU backward graphs");
     kl_status st = KL_ERR_OOM;
-    if (!m->info || !m->dev_off || !m->bw || !m->bg) goto fail;
+    if (!m->info || !m->dev_off || !m->bw || !m->bg || !m->fwd_graph || !m->bwd_graph) goto fail;
     size_t n = 0;
     for (int i = 0; i < m->n_tensors; i++) {
         m->info[i] = *kl_model_param_info(cpu, i);
@@ -293,6 +308,9 @@ fail:
 void kl_model_cuda_free(kl_model_cuda *m) {
     if (!m) return;
     if (m->stream) kl_cuda_stream_sync(m->stream);
+    drop_graphs(m);
+    free(m->fwd_graph);
+    free(m->bwd_graph);
     kl_attention_ctx_destroy(m->attn);
     kl_gemm_ctx_destroy(m->gemm);
     kl_cuda_event_destroy(m->staged);
@@ -368,6 +386,7 @@ static kl_status ensure_acts(kl_model_cuda *m, int B, int T) {
     if ((int64_t)B * T * (widest > s->C ? widest : s->C) > INT32_MAX) /* the LM head's chunk is bounded apart */
         return kl_error(KL_ERR_INVALID, "GPU model: batch (%d, %d) is too large for 32-bit element indices", B, T);
     KL_TRY(kl_cuda_stream_sync(m->stream)); /* nothing in flight may still use the old buffers */
+    drop_graphs(m);                          /* they name the old buffers */
     kl_free(m->mem, m->act_mem);
     kl_free(m->mem, m->head_buf);
     kl_free(m->mem, m->scratch);
@@ -498,43 +517,85 @@ static kl_status stage_batch(kl_model_cuda *m, const int32_t *inputs, const int3
 
 /* ---- forward --------------------------------------------------------------------------------- */
 
-static kl_status forward_dev(kl_model_cuda *m, int slot) {
+/* One block's forward: res2 = res + attn(rope(norm(res)·Wqkv))·Wo (ln1 = norm(res) is already there), then
+ * out = res2 + swiglu(ln2·Wgu)·Wdown fused with the next norm (the next block's or the final one). */
+static kl_status forward_block(kl_model_cuda *m, int l) {
     const kl_model_shape *s = &m->s;
     const int B = m->B, T = m->T, N = B * T, C = s->C, Q = qkv_dim(s), A = s->NH * s->HS, F = s->F;
     const float eps = s->norm_eps;
     struct CUstream_st *st = m->stream;
-    KL_TRY(kl_embedding_forward_cuda(m->acts[0].res, tokens_at(m, m->batch_dev, slot), m->wte, N, s->V, C, st));
-    KL_TRY(kl_rmsnorm_forward_cuda(m->acts[0].ln1, m->acts[0].rstd1, m->acts[0].res, m->bw[0].attn_norm, N, C, eps,
-                                   st));
-    for (int l = 0; l < s->L; l++) {
-        const block_w *w = &m->bw[l];
-        layer_acts *a = &m->acts[l];
-        /* attention: res2 = res + attn(rope(norm(res)·Wqkv))·Wo; ln1 = norm(res) is already there */
-        if (s->qk_norm) {
-            KL_TRY(kl_matmul_forward_cuda(m->gemm, a->qkv_raw, a->ln1, w->wqkv, w->bqkv, N, C, Q, st));
-            KL_TRY(kl_qknorm_forward_cuda(a->qkv, a->qk_rstd, a->qkv_raw, w->q_norm, w->k_norm, N, s->NH, s->NKV,
-                                          s->HS, eps, st));
-        } else {
-            KL_TRY(kl_matmul_forward_cuda(m->gemm, a->qkv, a->ln1, w->wqkv, w->bqkv, N, C, Q, st));
-        }
-        KL_TRY(kl_rope_forward_cuda(a->qkv, m->rope_cos, m->rope_sin, B, T, s->NH, s->NKV, s->HS, st));
-        KL_TRY(kl_attention_forward_cuda(m->attn, a->att, a->lse, a->qkv, B, T, s->NH, s->NKV, s->HS, m->scratch,
-                                         m->scratch_bytes, st));
-        KL_TRY(kl_matmul_forward_cuda(m->gemm, m->proj, a->att, w->wo, NULL, N, A, C, st));
-        KL_TRY(kl_fused_residual_rmsnorm_forward_cuda(a->res2, a->ln2, a->rstd2, m->proj, a->res, w->mlp_norm, N, C,
-                                                      eps, st));
-        /* MLP: out = res2 + swiglu(ln2·Wgu)·Wdown, fused with the next norm (next block's or the final one) */
-        KL_TRY(kl_matmul_forward_cuda(m->gemm, a->gu, a->ln2, w->wgu, NULL, N, C, 2 * F, st));
-        KL_TRY(kl_swiglu_forward_cuda(a->sw, a->gu, N, F, st));
-        KL_TRY(kl_matmul_forward_cuda(m->gemm, m->proj, a->sw, w->wdown, NULL, N, F, C, st));
-        const int last = l + 1 == s->L;
-        kl_bf16 *next_res = last ? m->res_final : m->acts[l + 1].res;
-        kl_bf16 *next_ln = last ? m->lnf : m->acts[l + 1].ln1;
-        float *next_rstd = last ? m->rstdf : m->acts[l + 1].rstd1;
-        const kl_bf16 *next_w = last ? m->final_norm : m->bw[l + 1].attn_norm;
-        KL_TRY(kl_fused_residual_rmsnorm_forward_cuda(next_res, next_ln, next_rstd, m->proj, a->res2, next_w, N, C,
-                                                      eps, st));
+    const block_w *w = &m->bw[l];
+    layer_acts *a = &m->acts[l];
+    if (s->qk_norm) {
+        KL_TRY(kl_matmul_forward_cuda(m->gemm, a->qkv_raw, a->ln1, w->wqkv, w->bqkv, N, C, Q, st));
+        KL_TRY(kl_qknorm_forward_cuda(a->qkv, a->qk_rstd, a->qkv_raw, w->q_norm, w->k_norm, N, s->NH, s->NKV, s->HS,
+                                      eps, st));
+    } else {
+        KL_TRY(kl_matmul_forward_cuda(m->gemm, a->qkv, a->ln1, w->wqkv, w->bqkv, N, C, Q, st));
     }
+    KL_TRY(kl_rope_forward_cuda(a->qkv, m->rope_cos, m->rope_sin, B, T, s->NH, s->NKV, s->HS, st));
+    KL_TRY(kl_attention_forward_cuda(m->attn, a->att, a->lse, a->qkv, B, T, s->NH, s->NKV, s->HS, m->scratch,
+                                     m->scratch_bytes, st));
+    KL_TRY(kl_matmul_forward_cuda(m->gemm, m->proj, a->att, w->wo, NULL, N, A, C, st));
+    KL_TRY(kl_fused_residual_rmsnorm_forward_cuda(a->res2, a->ln2, a->rstd2, m->proj, a->res, w->mlp_norm, N, C, eps,
+                                                  st));
+    KL_TRY(kl_matmul_forward_cuda(m->gemm, a->gu, a->ln2, w->wgu, NULL, N, C, 2 * F, st));
+    KL_TRY(kl_swiglu_forward_cuda(a->sw, a->gu, N, F, st));
+    KL_TRY(kl_matmul_forward_cuda(m->gemm, m->proj, a->sw, w->wdown, NULL, N, F, C, st));
+    const int last = l + 1 == s->L;
+    kl_bf16 *next_res = last ? m->res_final : m->acts[l + 1].res;
+    kl_bf16 *next_ln = last ? m->lnf : m->acts[l + 1].ln1;
+    float *next_rstd = last ? m->rstdf : m->acts[l + 1].rstd1;
+    const kl_bf16 *next_w = last ? m->final_norm : m->bw[l + 1].attn_norm;
+    return kl_fused_residual_rmsnorm_forward_cuda(next_res, next_ln, next_rstd, m->proj, a->res2, next_w, N, C, eps,
+                                                  st);
+}
+
+static kl_status block_backward(kl_model_cuda *m, int l);
+
+/* Runs block l's forward or backward body: replays its CUDA graph, capturing it on first use. The bodies
+ * touch only buffers fixed for the current (B, T) (weights, layer activations, shared gradient and scratch
+ * buffers), so a graph stays valid until ensure_acts reallocates them. A capture that fails (a library call
+ * that cannot be captured) turns graphs off for this model, with the reason in graph_note, and the body runs
+ * eagerly. */
+static kl_status run_block(kl_model_cuda *m, int l, int backward) {
+    kl_status (*body)(kl_model_cuda *, int) = backward ? block_backward : forward_block;
+    kl_cuda_graph **g = backward ? &m->bwd_graph[l] : &m->fwd_graph[l];
+    if (m->o.no_graphs || m->graphs_off) return body(m, l);
+    if (!*g) {
+        KL_TRY(kl_cuda_capture_begin(m->stream));
+        kl_status st = body(m, l);
+        if (st != KL_OK) {
+            snprintf(m->graph_note, sizeof m->graph_note, "%s", kl_last_error());
+            kl_cuda_capture_end(m->stream, NULL); /* drop the partial capture */
+        } else if ((st = kl_cuda_capture_end(m->stream, g)) != KL_OK) {
+            snprintf(m->graph_note, sizeof m->graph_note, "%s", kl_last_error());
+        }
+        if (st != KL_OK) { /* run eagerly from now on; a real error shows again there */
+            kl_clear_error();
+            drop_graphs(m);
+            m->graphs_off = 1;
+            return body(m, l);
+        }
+    }
+    return kl_cuda_graph_launch(*g, m->stream);
+}
+
+int kl_model_cuda_graphs(const kl_model_cuda *m, const char **why) {
+    int n = 0;
+    for (int l = 0; l < m->s.L && m->fwd_graph; l++) n += (m->fwd_graph[l] != NULL) + (m->bwd_graph[l] != NULL);
+    if (why) *why = m->graph_note;
+    return n;
+}
+
+static kl_status forward_dev(kl_model_cuda *m, int slot) {
+    const kl_model_shape *s = &m->s;
+    const int N = m->B * m->T;
+    KL_TRY(kl_embedding_forward_cuda(m->acts[0].res, tokens_at(m, m->batch_dev, slot), m->wte, N, s->V, s->C,
+                                     m->stream));
+    KL_TRY(kl_rmsnorm_forward_cuda(m->acts[0].ln1, m->acts[0].rstd1, m->acts[0].res, m->bw[0].attn_norm, N, s->C,
+                                   s->norm_eps, m->stream));
+    for (int l = 0; l < s->L; l++) KL_TRY(run_block(m, l, 0));
     m->have_forward = 1;
     return KL_OK;
 }
@@ -596,7 +657,7 @@ static kl_status backward_dev(kl_model_cuda *m, int slot) {
     KL_TRY(kl_cuda_memset_async(m->dres, 0, (size_t)N * C * sizeof(kl_bf16), m->stream));
     KL_TRY(kl_rmsnorm_backward_cuda(m->dres, m->g_final_norm, m->dln, m->res_final, m->final_norm, m->rstdf, N, C,
                                     m->scratch, m->stream));
-    for (int l = s->L - 1; l >= 0; l--) KL_TRY(block_backward(m, l));
+    for (int l = s->L - 1; l >= 0; l--) KL_TRY(run_block(m, l, 1));
     return kl_embedding_backward_cuda(m->g_wte, m->dres, plan_at(m, m->batch_dev, slot), m->n_unique[slot], N, C,
                                       m->stream);
 }
@@ -738,6 +799,11 @@ kl_status kl_model_cuda_from_host_layout(kl_model_cuda *m, float *dev, const flo
 }
 size_t kl_model_cuda_num_params(const kl_model_cuda *m) {
     (void)m;
+    return 0;
+}
+int kl_model_cuda_graphs(const kl_model_cuda *m, const char **why) {
+    (void)m;
+    if (why) *why = "built without CUDA";
     return 0;
 }
 

@@ -26,6 +26,7 @@ typedef struct {
     int head_chunk_rows;    /* rows of logits alive at once in the LM head; 0 = auto (equal chunks of 1-6 GiB of BF16) */
     int attention_backend;  /* a kl_attn_backend (attention_cuda.h); 0 = auto (cuDNN forward when it applies) */
     int bf16_master;        /* precision.master: bf16 — no FP32 master: the BF16 weights are the parameters */
+    int no_graphs;          /* 1: launch every kernel eagerly instead of replaying per-layer CUDA graphs */
 } kl_model_cuda_opts;
 
 /* Device-side buffers, for the optimizer step (train_cuda.c) and tests. The device layout puts every
@@ -84,6 +85,10 @@ kl_status kl_model_cuda_logits(kl_model_cuda *m, int row0, int rows, float *logi
  * gradients scaled by grad_scale; leaves the summed loss in buffers->loss_sum. One upload of the tokens. */
 kl_status kl_model_cuda_accumulate(kl_model_cuda *m, const int32_t *inputs, const int32_t *targets, int n_micro,
                                    int B, int T, float z_loss, float grad_scale);
+
+/* How many per-layer CUDA graphs are captured (0 with no_graphs, or when capture failed: then *why says
+ * so, else ""). */
+int kl_model_cuda_graphs(const kl_model_cuda *m, const char **why);
 
 #ifdef __cplusplus
 }

@@ -243,6 +243,7 @@ kl_status kl_train_run(const kl_config *c) {
         mo.device_limit = (size_t)c->memory.device_limit;
         mo.head_chunk_rows = (int)c->memory.lm_head_rows;
         mo.bf16_master = c->precision.master == KL_CFG_MASTER_BF16;
+        mo.no_graphs = !c->train.cuda_graphs;
         if ((st = kl_trainer_cuda_create(&gpu, model, &to, &os, &sched, &mo)) != KL_OK) goto done;
     } else if ((st = kl_trainer_init(&tr, model, &to, &os, &sched)) != KL_OK) {
         goto done;
@@ -295,6 +296,10 @@ kl_status kl_train_run(const kl_config *c) {
         kl_step_result r;
         if ((st = gpu ? kl_trainer_cuda_step(gpu, in, tg, &r) : kl_trainer_step(&tr, in, tg, &r)) != KL_OK) goto done;
         tokens_since += (int64_t)tokens_per_step;
+        const char *no_graphs = "";
+        if (gpu && step == first_step && c->train.cuda_graphs &&
+            kl_model_cuda_graphs(kl_trainer_cuda_model(gpu), &no_graphs) == 0 && no_graphs[0])
+            fprintf(stderr, "kiln train: CUDA graphs are off (%s); kernels are launched one by one\n", no_graphs);
         if (r.skipped) {
             char msg[160];
             snprintf(msg, sizeof msg, "step %lld skipped: loss %g, grad norm %g (%d in a row)", (long long)step + 1,

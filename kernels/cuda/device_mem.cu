@@ -242,6 +242,48 @@ extern "C" kl_status kl_cuda_event_sync(cudaEvent_t e) {
     KL_CUDA_CHECK(cudaEventSynchronize(e));
     return KL_OK;
 }
+struct kl_cuda_graph {
+    cudaGraphExec_t exec;
+};
+extern "C" kl_status kl_cuda_capture_begin(cudaStream_t s) {
+    // thread-local: another thread's unsafe call (cudaMalloc, a sync) does not invalidate this capture
+    KL_CUDA_CHECK(cudaStreamBeginCapture(s, cudaStreamCaptureModeThreadLocal));
+    return KL_OK;
+}
+extern "C" kl_status kl_cuda_capture_end(cudaStream_t s, kl_cuda_graph **out) {
+    if (out) *out = nullptr;
+    cudaGraph_t graph = nullptr;
+    const cudaError_t e = cudaStreamEndCapture(s, &graph);
+    if (e != cudaSuccess || !out) {
+        if (graph) cudaGraphDestroy(graph);
+        cudaGetLastError();  // clear the (non-sticky) error a failed capture leaves behind
+        if (!out) return KL_OK;
+        return kl_error(kl_cuda_status(e), "CUDA graph capture: %s", cudaGetErrorString(e));
+    }
+    kl_cuda_graph *g = static_cast<kl_cuda_graph *>(kl_calloc(1, sizeof(kl_cuda_graph), "CUDA graph"));
+    if (!g) {
+        cudaGraphDestroy(graph);
+        return KL_ERR_OOM;
+    }
+    const cudaError_t ie = cudaGraphInstantiate(&g->exec, graph, 0);
+    cudaGraphDestroy(graph);
+    if (ie != cudaSuccess) {
+        free(g);
+        cudaGetLastError();
+        return kl_error(kl_cuda_status(ie), "CUDA graph instantiation: %s", cudaGetErrorString(ie));
+    }
+    *out = g;
+    return KL_OK;
+}
+extern "C" kl_status kl_cuda_graph_launch(kl_cuda_graph *g, cudaStream_t s) {
+    KL_CUDA_CHECK(cudaGraphLaunch(g->exec, s));
+    return KL_OK;
+}
+extern "C" void kl_cuda_graph_destroy(kl_cuda_graph *g) {
+    if (!g) return;
+    cudaGraphExecDestroy(g->exec);
+    free(g);
+}
 extern "C" kl_status kl_cuda_h2d_async(void *dst, const void *src, size_t bytes, cudaStream_t s) {
     if (bytes) KL_CUDA_CHECK(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyHostToDevice, s));
     return KL_OK;

@@ -312,6 +312,53 @@ void run_gpu(const TinyRun &r, std::vector<double> *loss, std::vector<double> *n
     kl_model_free(cpu);
 }
 
+// Per-layer CUDA graphs replay exactly the kernels an eager launch would: gradients and loss sums of two
+// accumulations (the first captures, the second replays) equal a model's without graphs bit for bit.
+TEST(ModelCuda, GraphReplayEqualsEagerLaunchesBitForBit) {
+    SKIP_WITHOUT_GPU();
+    kl_model *cpu = fixture_model("qwen3_headdim");  // q/k norm: its copy of the value heads is captured too
+    ASSERT_NE(cpu, nullptr);
+    const int V = kl_model_get_shape(cpu)->V, L = kl_model_get_shape(cpu)->L, B = 2, T = 24, N = B * T, GA = 2;
+    const uint64_t seed = kltest::fresh_seed("ModelCuda.Graphs");
+    std::vector<float> u = kltest::random_uniform((size_t)2 * GA * N, 0.f, 1.f, seed);
+    std::vector<int32_t> in((size_t)GA * N), tg((size_t)GA * N);
+    for (size_t i = 0; i < in.size(); i++) {
+        in[i] = (int32_t)(u[i] * V) % V;
+        tg[i] = (int32_t)(u[in.size() + i] * V) % V;
+    }
+    const size_t P = kl_model_num_params(cpu);
+    std::vector<float> g[2];
+    double sums[2][2] = {{0, 0}, {0, 0}};
+    for (int graphs = 0; graphs < 2; graphs++) {
+        kl_model_cuda_opts o{};
+        o.no_graphs = !graphs;
+        kl_model_cuda *gpu = nullptr;
+        ASSERT_EQ(kl_model_cuda_create(&gpu, cpu, &o), KL_OK) << kl_last_error();
+        const kl_model_cuda_bufs *bufs = kl_model_cuda_buffers(gpu);
+        for (int rep = 0; rep < 2; rep++) {  // with graphs: the first call captures, the second replays
+            ASSERT_EQ(kl_model_cuda_zero_grads(gpu), KL_OK);
+            ASSERT_EQ(kl_model_cuda_accumulate(gpu, in.data(), tg.data(), GA, B, T, 0.0f, 1.0f / (float)(GA * N)),
+                      KL_OK)
+                << kl_last_error();
+            ASSERT_EQ(kl_cuda_d2h_async(&sums[graphs][rep], bufs->loss_sum, sizeof(double), bufs->stream), KL_OK);
+            ASSERT_EQ(kl_cuda_stream_sync(bufs->stream), KL_OK);
+        }
+        const char *why = nullptr;
+        EXPECT_EQ(kl_model_cuda_graphs(gpu, &why), graphs ? 2 * L : 0) << "graph note: " << why;
+        g[graphs].resize(P);
+        ASSERT_EQ(kl_model_cuda_download_grads(gpu, g[graphs].data()), KL_OK);
+        kl_model_cuda_free(gpu);
+    }
+    EXPECT_EQ(memcmp(g[0].data(), g[1].data(), P * sizeof(float)), 0) << "gradients differ with graphs";
+    EXPECT_EQ(sums[0][0], sums[1][0]);
+    EXPECT_EQ(sums[0][1], sums[1][1]);
+    EXPECT_EQ(sums[1][0], sums[1][1]) << "a replay must repeat the captured run";
+    float any = 0;
+    for (float x : g[1]) any = std::max(any, std::fabs(x));
+    EXPECT_GT(any, 0.f);
+    kl_model_free(cpu);
+}
+
 TEST(TrainCuda, FiftyStepsFollowTheCpuRunsLosses) {
     SKIP_WITHOUT_GPU();
     TinyRun r;

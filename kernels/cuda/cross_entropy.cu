@@ -1,7 +1,9 @@
 // cross_entropy.cu — fused softmax cross-entropy with masks and z-loss over a chunk of BF16 logits, the
 // gradient written in place (kernels/cross_entropy_cuda.h). One 1024-thread block per row: pass 1 an
-// online max/sum-exp, pass 2 the gradient. Each thread keeps its first chunks of the row in registers
-// between the passes (43% of a 151936-wide row), so only the rest is read twice (then mostly from L2).
+// online max/sum-exp, pass 2 the gradient. Between the passes each thread keeps its first chunks of the row
+// in registers (96 KiB of the row per block) and the next ones in shared memory (up to the device's
+// per-block opt-in, 227 KiB on Hopper), so a 151936-wide BF16 row (297 KiB) is read from memory once and
+// written once; only wider rows re-read the remainder.
 #include "cross_entropy_cuda.h"
 #include "cuda_check.cuh"
 
@@ -49,11 +51,18 @@ __device__ __forceinline__ void gradient(kl::Bf16Pack<VEC> &p, int v0, int targe
     p.pack(f);
 }
 
-// KC chunks of VEC logits per thread stay in registers between the passes; the rest are read again.
+// KC chunks of VEC logits per thread stay in registers between the passes, the next sm_chunks (block-wide)
+// in dynamic shared memory; the rest are read again. Every thread visits its chunks j in ascending order in
+// both passes whatever the split, so the result does not depend on it. The loops over the shared-memory and
+// re-read parts issue U loads before using them, to keep enough bytes in flight with one block per SM.
 template <int VEC, int KC>
 __global__ void __launch_bounds__(kThreads, 1)
     cross_entropy_rows(uint16_t *dlogits, float *losses, const uint16_t *logits, const int32_t *targets, int V,
-                       float z_loss, float grad_scale) {
+                       float z_loss, float grad_scale, int sm_chunks) {
+    using Pack = kl::Bf16Pack<VEC>;
+    constexpr int U = 4;
+    extern __shared__ uint4 sm_raw[];
+    Pack *sm = reinterpret_cast<Pack *>(sm_raw);
     __shared__ MaxSum warp_ms[32];
     __shared__ float sh_lse, sh_xt;
     const long long n = blockIdx.x;
@@ -69,25 +78,39 @@ __global__ void __launch_bounds__(kThreads, 1)
     }
     if (threadIdx.x == 0) sh_xt = kl::bf16_to_f32(x[target]);  // read before any thread writes the row
 
-    const int nch = V / VEC;
-    kl::Bf16Pack<VEC> cache[KC];
+    const int nch = V / VEC, j_sm = KC * kThreads;
+    const int j_rest = nch < j_sm ? nch : (nch - j_sm < sm_chunks ? nch : j_sm + sm_chunks);
+    Pack cache[KC];
     MaxSum r = {-INFINITY, 0.f};
 #pragma unroll
     for (int k = 0; k < KC; k++) {
         const int j = threadIdx.x + k * kThreads;
+        if (j < nch) cache[k].load(x + (long long)j * VEC);
+    }
+#pragma unroll
+    for (int k = 0; k < KC; k++) {
+        const int j = threadIdx.x + k * kThreads;
         if (j < nch) {
-            cache[k].load(x + (long long)j * VEC);
             float f[VEC];
             cache[k].unpack(f);
             accumulate<VEC>(r, f);
         }
     }
-    for (int j = threadIdx.x + KC * kThreads; j < nch; j += kThreads) {
-        kl::Bf16Pack<VEC> p;
-        p.load(x + (long long)j * VEC);
-        float f[VEC];
-        p.unpack(f);
-        accumulate<VEC>(r, f);
+    for (int j = threadIdx.x + j_sm; j < nch; j += U * kThreads) {  // shared-memory part, then re-read part
+        Pack p[U];
+#pragma unroll
+        for (int u = 0; u < U; u++)
+            if (j + u * kThreads < nch) p[u].load(x + (long long)(j + u * kThreads) * VEC);
+#pragma unroll
+        for (int u = 0; u < U; u++) {
+            const int jj = j + u * kThreads;
+            if (jj < nch) {
+                float f[VEC];
+                p[u].unpack(f);
+                accumulate<VEC>(r, f);
+                if (jj < j_rest) sm[jj - j_sm] = p[u];
+            }
+        }
     }
     // Fixed reduction tree: butterfly within each warp, then warp 0 combines the 32 warp results.
     for (int o = 16; o > 0; o >>= 1)
@@ -116,11 +139,24 @@ __global__ void __launch_bounds__(kThreads, 1)
             cache[k].store(dx + (long long)j * VEC);
         }
     }
-    for (int j = threadIdx.x + KC * kThreads; j < nch; j += kThreads) {
-        kl::Bf16Pack<VEC> p;
-        p.load(x + (long long)j * VEC);
+    for (int j = threadIdx.x + j_sm; j < j_rest; j += kThreads) {
+        Pack p = sm[j - j_sm];
         gradient<VEC>(p, j * VEC, target, lse, zfac, grad_scale);
         p.store(dx + (long long)j * VEC);
+    }
+    for (int j = threadIdx.x + j_rest; j < nch; j += U * kThreads) {
+        Pack p[U];
+#pragma unroll
+        for (int u = 0; u < U; u++)
+            if (j + u * kThreads < nch) p[u].load(x + (long long)(j + u * kThreads) * VEC);
+#pragma unroll
+        for (int u = 0; u < U; u++) {
+            const int jj = j + u * kThreads;
+            if (jj < nch) {
+                gradient<VEC>(p[u], jj * VEC, target, lse, zfac, grad_scale);
+                p[u].store(dx + (long long)jj * VEC);
+            }
+        }
     }
 }
 
@@ -140,6 +176,32 @@ __global__ void sum_valid_losses(double *out, const float *losses, const int32_t
     }
 }
 
+// Launches one block per row with as much of each row's remainder (past the register chunks) in shared
+// memory as the device allows per block; the opt-in limit is set on the kernel once per process (kiln drives
+// one device model per process: every device kiln uses is of one kind).
+template <int VEC, int KC>
+kl_status launch_rows(uint16_t *d, float *losses, const uint16_t *x, const int32_t *targets, int N, int V,
+                      float z_loss, float grad_scale, cudaStream_t stream) {
+    static int smem_max = -1;  // usable dynamic shared memory per block, bytes
+    if (smem_max < 0) {
+        int dev = 0, optin = 0;
+        KL_CUDA_CHECK(cudaGetDevice(&dev));
+        KL_CUDA_CHECK(cudaDeviceGetAttribute(&optin, cudaDevAttrMaxSharedMemoryPerBlockOptin, dev));
+        cudaFuncAttributes fa;
+        KL_CUDA_CHECK(cudaFuncGetAttributes(&fa, cross_entropy_rows<VEC, KC>));
+        const int avail = optin - (int)fa.sharedSizeBytes - 1024;  // static part and a margin for the runtime
+        smem_max = avail > 0 ? avail / 16 * 16 : 0;
+        KL_CUDA_CHECK(
+            cudaFuncSetAttribute(cross_entropy_rows<VEC, KC>, cudaFuncAttributeMaxDynamicSharedMemorySize, smem_max));
+    }
+    const int nch = V / VEC, rest = nch - KC * kThreads;
+    const int pack = VEC == 8 ? 16 : 2, cap = smem_max / pack;
+    const int sm_chunks = rest <= 0 ? 0 : (rest < cap ? rest : cap);
+    cross_entropy_rows<VEC, KC><<<(unsigned)N, kThreads, (size_t)sm_chunks * pack, stream>>>(
+        d, losses, x, targets, V, z_loss, grad_scale, sm_chunks);
+    return KL_OK;
+}
+
 }  // namespace
 
 extern "C" kl_status kl_cross_entropy_cuda(kl_bf16 *dlogits, float *losses, const kl_bf16 *logits,
@@ -151,11 +213,9 @@ extern "C" kl_status kl_cross_entropy_cuda(kl_bf16 *dlogits, float *losses, cons
     uint16_t *d = reinterpret_cast<uint16_t *>(dlogits);
     const uint16_t *x = reinterpret_cast<const uint16_t *>(logits);
     const bool vec = V % 8 == 0 && kl::aligned16(logits) && (!dlogits || kl::aligned16(dlogits));
-    if (vec)
-        cross_entropy_rows<8, 8><<<(unsigned)N, kThreads, 0, stream>>>(d, losses, x, targets, V, z_loss, grad_scale);
-    else
-        cross_entropy_rows<1, 16><<<(unsigned)N, kThreads, 0, stream>>>(d, losses, x, targets, V, z_loss,
-                                                                        grad_scale);
+    const kl_status st = vec ? launch_rows<8, 6>(d, losses, x, targets, N, V, z_loss, grad_scale, stream)
+                             : launch_rows<1, 16>(d, losses, x, targets, N, V, z_loss, grad_scale, stream);
+    if (st != KL_OK) return st;
     KL_CUDA_CHECK_LAUNCH();
     return KL_OK;
 }

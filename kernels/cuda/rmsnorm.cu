@@ -137,8 +137,9 @@ __global__ void __launch_bounds__(kBwdThreads)
         const bool ok = head_ok && rr < kRowsPerChunk && n < g.N;
         const long long base = ok ? (long long)n * g.stride + (long long)h * g.L : 0;
         const float r = ok ? rstd[(long long)n * g.S + h] : 0.f;
-        kl::Bf16Pack<VEC> gp[K], xp[K];
-        float dot = 0.f;  // sum_j g_j w_j x_j
+        // All of the row's loads (dout, x and, when accumulating, the old dx) are issued before any is used:
+        // one memory round trip per row instead of two.
+        kl::Bf16Pack<VEC> gp[K], xp[K], dp[K];
 #pragma unroll
         for (int k = 0; k < K; k++) {
             const int j = lane + k * g.tps;
@@ -146,6 +147,14 @@ __global__ void __launch_bounds__(kBwdThreads)
                 const long long o = base + (long long)j * VEC;
                 gp[k].load(dout + o);
                 xp[k].load(x + o);
+                if (accumulate) dp[k].load(dx + o);
+            }
+        }
+        float dot = 0.f;  // sum_j g_j w_j x_j
+#pragma unroll
+        for (int k = 0; k < K; k++) {
+            const int j = lane + k * g.tps;
+            if (ok && j < nchunk) {
                 float fg[VEC], fx[VEC], fw[VEC];
                 gp[k].unpack(fg);
                 xp[k].unpack(fx);
@@ -170,16 +179,14 @@ __global__ void __launch_bounds__(kBwdThreads)
                     d[i] = r * fw[i] * fg[i] - fx[i] * coef;
                     acc[k][i] += fg[i] * fx[i] * r;
                 }
-                kl::Bf16Pack<VEC> dp;
                 if (accumulate) {  // dx += d (the residual-stream gradient)
                     float fd[VEC];
-                    dp.load(dx + o);
-                    dp.unpack(fd);
+                    dp[k].unpack(fd);
 #pragma unroll
                     for (int i = 0; i < VEC; i++) d[i] += fd[i];
                 }
-                dp.pack(d);
-                dp.store(dx + o);
+                dp[k].pack(d);
+                dp[k].store(dx + o);
             }
         }
     }

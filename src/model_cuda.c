@@ -96,6 +96,10 @@ struct kl_model_cuda {
     float *losses;     /* (cap*N) per-position losses */
     double *result_host; /* pinned: the loss sum read back */
     int have_forward;
+    /* the batch kl_model_cuda_stage put into the batch buffers, as long as nothing has staged or reallocated
+     * since (staged_micro is 0 otherwise): the only batch kl_model_cuda_accumulate_staged trains on */
+    int staged_micro, staged_B, staged_T;
+    int64_t staged_valid; /* its targets that are not KL_IGNORE_INDEX */
 
     /* per-layer CUDA graphs of the forward and backward block bodies, captured on first use for the current
      * buffers (ensure_acts drops them); graphs_off after a capture failed (graph_note says why) */
@@ -395,6 +399,7 @@ static kl_status ensure_acts(kl_model_cuda *m, int B, int T) {
     m->scratch_bytes = m->bufs.scratch_bytes = 0;
     m->B = m->T = 0;
     m->have_forward = 0;
+    m->staged_micro = 0;
     free(m->acts);
     m->acts = kl_calloc((size_t)s->L, sizeof *m->acts, "GPU activation table");
     if (!m->acts) return KL_ERR_OOM;
@@ -448,6 +453,7 @@ static kl_status ensure_batch(kl_model_cuda *m, int N, int n_micro) {
     m->cap_micro = m->batch_N = 0;
     m->staged_pending = 0;
     m->have_forward = 0;
+    m->staged_micro = 0;
     free(m->n_unique);
     m->n_unique = kl_calloc((size_t)n_micro, sizeof(int), "embedding plan sizes");
     if (!m->n_unique) return KL_ERR_OOM;
@@ -481,14 +487,22 @@ static int32_t *plan_at(const kl_model_cuda *m, int32_t *base, int a) {
 }
 
 /* Copies n_micro micro-batches of tokens (with their embedding plans) and/or targets into the staging
- * buffer and queues their upload; host-side validation first (the device never sees a bad index). */
-static kl_status stage_batch(kl_model_cuda *m, const int32_t *inputs, const int32_t *targets, int n_micro) {
+ * buffer and queues their upload; host-side validation first (the device never sees a bad index). The
+ * upload runs after everything already queued on the stream, so work in flight still reads the previous
+ * batch. *n_valid (may be NULL): the targets that are not KL_IGNORE_INDEX. */
+static kl_status stage_batch(kl_model_cuda *m, const int32_t *inputs, const int32_t *targets, int n_micro,
+                             int64_t *n_valid) {
     const int N = m->batch_N, V = m->s.V;
-    if (targets)
-        for (size_t i = 0; i < (size_t)n_micro * N; i++)
-            if (targets[i] != KL_IGNORE_INDEX && (targets[i] < 0 || targets[i] >= V))
-                return kl_error(KL_ERR_INVALID, "target token %d at position %zu is outside the vocabulary [0, %d)",
-                                targets[i], i, V);
+    m->staged_micro = 0; /* whatever happens below, the buffers no longer hold what kl_model_cuda_stage put there */
+    int64_t valid = 0;
+    for (size_t i = 0; targets && i < (size_t)n_micro * N; i++) {
+        if (targets[i] == KL_IGNORE_INDEX) continue;
+        if (targets[i] < 0 || targets[i] >= V)
+            return kl_error(KL_ERR_INVALID, "target token %d at position %zu is outside the vocabulary [0, %d)",
+                            targets[i], i, V);
+        valid++;
+    }
+    if (n_valid) *n_valid = valid;
     if (m->staged_pending) { /* the previous upload must have left the staging buffer (normally long done) */
         KL_TRY(kl_cuda_event_sync(m->staged));
         m->staged_pending = 0;
@@ -668,7 +682,7 @@ kl_status kl_model_cuda_forward(kl_model_cuda *m, const int32_t *inputs, int B, 
     KL_TRY(ensure_acts(m, B, T));
     if (m->batch_N != B * T) KL_TRY(ensure_batch(m, B * T, 1));
     m->have_forward = 0;
-    KL_TRY(stage_batch(m, inputs, NULL, 1));
+    KL_TRY(stage_batch(m, inputs, NULL, 1, NULL));
     return forward_dev(m, 0);
 }
 
@@ -676,7 +690,7 @@ kl_status kl_model_cuda_loss(kl_model_cuda *m, const int32_t *targets, float z_l
                              double *loss_sum, int64_t *n_valid) {
     if (!m->have_forward) return kl_error(KL_ERR_INVALID, "kl_model_cuda_loss called before kl_model_cuda_forward");
     const int N = m->B * m->T;
-    KL_TRY(stage_batch(m, NULL, targets, 1));
+    KL_TRY(stage_batch(m, NULL, targets, 1, NULL));
     KL_TRY(head_dev(m, 0, z_loss, backward, grad_scale));
     if (backward) KL_TRY(backward_dev(m, 0));
     KL_TRY(kl_cross_entropy_loss_sum_cuda(m->bufs.loss_sum, m->losses, targets_at(m, m->batch_dev, 0), N, m->stream));
@@ -710,12 +724,41 @@ kl_status kl_model_cuda_logits(kl_model_cuda *m, int row0, int rows, float *logi
     return st;
 }
 
-kl_status kl_model_cuda_accumulate(kl_model_cuda *m, const int32_t *inputs, const int32_t *targets, int n_micro,
-                                   int B, int T, float z_loss, float grad_scale) {
-    KL_TRY(kl_model_cuda_reserve(m, B, T, n_micro));
+kl_status kl_model_cuda_stage(kl_model_cuda *m, const int32_t *inputs, const int32_t *targets, int n_micro, int B,
+                              int T) {
+    KL_TRY(kl_model_cuda_reserve(m, B, T, n_micro)); /* any reallocation happens here, before the batch is in */
+    m->have_forward = 0;
+    int64_t valid = 0;
+    KL_TRY(stage_batch(m, inputs, targets, n_micro, &valid));
+    m->staged_micro = n_micro;
+    m->staged_B = B;
+    m->staged_T = T;
+    m->staged_valid = valid;
+    return KL_OK;
+}
+
+int kl_model_cuda_staged_holds(const kl_model_cuda *m, const int32_t *inputs, const int32_t *targets, int n_micro,
+                               int B, int T, int64_t *n_valid) {
+    if (m->staged_micro == 0 || m->staged_micro != n_micro || m->staged_B != B || m->staged_T != T) return 0;
+    /* the pinned staging buffer holds exactly what was uploaded (it is rewritten only by the next staging) */
+    const size_t bytes = (size_t)n_micro * B * T * sizeof(int32_t);
+    if (memcmp(tokens_at(m, m->batch_host, 0), inputs, bytes) != 0) return 0;
+    if (memcmp(targets_at(m, m->batch_host, 0), targets, bytes) != 0) return 0;
+    if (n_valid) *n_valid = m->staged_valid;
+    return 1;
+}
+
+kl_status kl_model_cuda_accumulate_staged(kl_model_cuda *m, int n_micro, int B, int T, float z_loss,
+                                          float grad_scale) {
+    if (m->staged_micro == 0)
+        return kl_error(KL_ERR_INVALID, "GPU model: accumulate_staged of %d micro-batches of (%d, %d), but no batch is "
+                        "staged (none was, or a forward, loss or reallocation has replaced it since)", n_micro, B, T);
+    if (m->staged_micro != n_micro || m->staged_B != B || m->staged_T != T)
+        return kl_error(KL_ERR_INVALID, "GPU model: accumulate_staged of %d micro-batches of (%d, %d), but the staged "
+                        "batch is %d micro-batches of (%d, %d)", n_micro, B, T, m->staged_micro, m->staged_B,
+                        m->staged_T);
     const int N = B * T;
     m->have_forward = 0;
-    KL_TRY(stage_batch(m, inputs, targets, n_micro));
     KL_TRY(kl_model_cuda_zero_grads(m));
     for (int a = 0; a < n_micro; a++) {
         KL_TRY(forward_dev(m, a));
@@ -725,6 +768,12 @@ kl_status kl_model_cuda_accumulate(kl_model_cuda *m, const int32_t *inputs, cons
     /* one fixed-order FP64 sum over every micro-batch's positions (targets are contiguous across slots) */
     return kl_cross_entropy_loss_sum_cuda(m->bufs.loss_sum, m->losses, targets_at(m, m->batch_dev, 0), n_micro * N,
                                           m->stream);
+}
+
+kl_status kl_model_cuda_accumulate(kl_model_cuda *m, const int32_t *inputs, const int32_t *targets, int n_micro,
+                                   int B, int T, float z_loss, float grad_scale) {
+    KL_TRY(kl_model_cuda_stage(m, inputs, targets, n_micro, B, T));
+    return kl_model_cuda_accumulate_staged(m, n_micro, B, T, z_loss, grad_scale);
 }
 
 #else /* !KILN_HAVE_CUDA */
@@ -781,6 +830,21 @@ kl_status kl_model_cuda_loss(kl_model_cuda *m, const int32_t *targets, float z_l
 }
 kl_status kl_model_cuda_logits(kl_model_cuda *m, int row0, int rows, float *logits) {
     (void)m, (void)row0, (void)rows, (void)logits;
+    return no_cuda();
+}
+kl_status kl_model_cuda_stage(kl_model_cuda *m, const int32_t *inputs, const int32_t *targets, int n_micro, int B,
+                              int T) {
+    (void)m, (void)inputs, (void)targets, (void)n_micro, (void)B, (void)T;
+    return no_cuda();
+}
+int kl_model_cuda_staged_holds(const kl_model_cuda *m, const int32_t *inputs, const int32_t *targets, int n_micro,
+                               int B, int T, int64_t *n_valid) {
+    (void)m, (void)inputs, (void)targets, (void)n_micro, (void)B, (void)T, (void)n_valid;
+    return 0;
+}
+kl_status kl_model_cuda_accumulate_staged(kl_model_cuda *m, int n_micro, int B, int T, float z_loss,
+                                          float grad_scale) {
+    (void)m, (void)n_micro, (void)B, (void)T, (void)z_loss, (void)grad_scale;
     return no_cuda();
 }
 kl_status kl_model_cuda_accumulate(kl_model_cuda *m, const int32_t *inputs, const int32_t *targets, int n_micro,

@@ -82,9 +82,29 @@ kl_status kl_model_cuda_logits(kl_model_cuda *m, int row0, int rows, float *logi
 
 /* The training step's model part, without waiting for the device: zeroes the gradients, then forward,
  * loss and backward of n_micro micro-batches (inputs/targets hold n_micro*B*T tokens each), accumulating
- * gradients scaled by grad_scale; leaves the summed loss in buffers->loss_sum. One upload of the tokens. */
+ * gradients scaled by grad_scale; leaves the summed loss in buffers->loss_sum. One upload of the tokens.
+ * The same as kl_model_cuda_stage followed by kl_model_cuda_accumulate_staged. */
 kl_status kl_model_cuda_accumulate(kl_model_cuda *m, const int32_t *inputs, const int32_t *targets, int n_micro,
                                    int B, int T, float z_loss, float grad_scale);
+
+/* kl_model_cuda_accumulate in two halves, so the host can prepare the next step's batch while the device still
+ * computes the current step. kl_model_cuda_stage allocates for (B, T) x n_micro if needed (which waits for the
+ * device), validates the targets, builds the embedding-backward plans, copies everything into the pinned staging
+ * buffer and queues the upload on the model's stream. The upload runs after all work queued before it, so a step in
+ * flight keeps reading the batch it was given; before it rewrites the staging buffer the host waits for the
+ * previous upload out of it (normally long done). kl_model_cuda_accumulate_staged queues the step on the staged
+ * batch; it refuses (KL_ERR_INVALID) unless the batch buffers still hold a kl_model_cuda_stage batch of exactly
+ * n_micro x (B, T): any forward, loss or staging in between (an evaluation) replaces it, and it is never trained on
+ * silently. */
+kl_status kl_model_cuda_stage(kl_model_cuda *m, const int32_t *inputs, const int32_t *targets, int n_micro, int B,
+                              int T);
+kl_status kl_model_cuda_accumulate_staged(kl_model_cuda *m, int n_micro, int B, int T, float z_loss,
+                                          float grad_scale);
+/* 1 when the batch buffers hold the batch of the last kl_model_cuda_stage, nothing has staged since, and it
+ * equals these n_micro x (B, T) inputs and targets (compared with the staging buffer's copy); then *n_valid
+ * (may be NULL) is its count of targets that are not KL_IGNORE_INDEX. Else 0. Does not touch the device. */
+int kl_model_cuda_staged_holds(const kl_model_cuda *m, const int32_t *inputs, const int32_t *targets, int n_micro,
+                               int B, int T, int64_t *n_valid);
 
 /* How many per-layer CUDA graphs are captured (0 with no_graphs, or when capture failed: then *why says
  * so, else ""). */

@@ -8,6 +8,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "cross_entropy.h" /* KL_IGNORE_INDEX */
 #include "device.h"
 
 double kl_gpu_peak_bf16_flops(int device) {
@@ -62,6 +63,11 @@ struct kl_trainer_cuda {
     double *sumsq, *norm;
     float *clip;
     double *host_res;   /* pinned: loss sum, norm */
+    /* the step between kl_trainer_cuda_submit and kl_trainer_cuda_finish */
+    int submitted;
+    int64_t sub_valid; /* its valid targets; 0: nothing was queued, finish counts the step as skipped */
+    double sub_lr;
+    int prestaged;     /* kl_trainer_cuda_prestage staged a batch (the model says whether it still holds it) */
 };
 
 kl_status kl_trainer_cuda_create(kl_trainer_cuda **out, kl_model *cpu, const kl_trainer_opts *o,
@@ -176,28 +182,30 @@ double kl_trainer_cuda_device_used(kl_trainer_cuda *t) {
     return (double)kl_devmem_device_used(kl_model_cuda_buffers(t->m)->mem);
 }
 
-kl_status kl_trainer_cuda_step(kl_trainer_cuda *t, const int32_t *inputs, const int32_t *targets, kl_step_result *r) {
-    const int B = t->o.B, T = t->o.T, GA = t->o.grad_accum;
-    const size_t total = (size_t)GA * B * T;
-    memset(r, 0, sizeof *r);
-    r->lr = kl_schedule_lr(&t->sched, t->step);
+static int64_t count_valid(const int32_t *targets, size_t n) {
     int64_t valid = 0;
-    for (size_t i = 0; i < total; i++) valid += targets[i] != -100;
-    r->valid_targets = valid;
-    if (valid == 0) { /* nothing to learn from: count the step, change nothing (as kl_trainer_step) */
-        r->skipped = 1;
-        r->loss = NAN;
-        t->step++;
-        return KL_OK;
-    }
+    for (size_t i = 0; i < n; i++) valid += targets[i] != KL_IGNORE_INDEX;
+    return valid;
+}
+
+kl_status kl_trainer_cuda_prestage(kl_trainer_cuda *t, const int32_t *inputs, const int32_t *targets) {
+    const int B = t->o.B, T = t->o.T, GA = t->o.grad_accum;
+    t->prestaged = 0;
+    /* an all-masked step never touches the device (kl_trainer_cuda_submit skips it): nothing to stage */
+    if (count_valid(targets, (size_t)GA * B * T) == 0) return KL_OK;
+    KL_TRY(kl_model_cuda_stage(t->m, inputs, targets, GA, B, T));
+    t->prestaged = 1;
+    return KL_OK;
+}
+
+/* Queues the step's norm, clip factor (0 = skip: non-finite loss or norm), AdamW update and the read-back of
+ * loss sum and norm, all behind the backward. */
+static kl_status queue_update(kl_trainer_cuda *t, double lr) {
     const kl_model_cuda_bufs *b = kl_model_cuda_buffers(t->m);
-    KL_TRY(kl_model_cuda_accumulate(t->m, inputs, targets, GA, B, T, t->o.z_loss, (float)(1.0 / (double)valid)));
-    t->backward_passes += (uint64_t)GA;
-    /* norm, clip factor (0 = skip: non-finite loss or norm) and the update, all behind the backward */
     KL_TRY(kl_sum_squares_cuda(t->sumsq, 0, b->grads, b->n_elems, b->scratch, b->stream));
     KL_TRY(kl_grad_clip_cuda(t->clip, t->norm, t->sumsq, b->loss_sum, t->o.grad_clip, b->stream));
     kl_adamw_hparams hp;
-    hp.lr = r->lr;
+    hp.lr = lr;
     hp.beta1 = t->os.beta1;
     hp.beta2 = t->os.beta2;
     hp.eps = t->os.eps;
@@ -211,9 +219,48 @@ kl_status kl_trainer_cuda_step(kl_trainer_cuda *t, const int32_t *inputs, const 
         KL_TRY(kl_adamw_step_bf16_cuda(b->weights, t->adam_m, t->adam_v, b->grads, t->ranges_dev, t->n_ranges,
                                        t->n_blocks, &hp, t->clip, b->stream));
     KL_TRY(kl_cuda_d2h_async(&t->host_res[0], b->loss_sum, sizeof(double), b->stream));
-    KL_TRY(kl_cuda_d2h_async(&t->host_res[1], t->norm, sizeof(double), b->stream));
-    KL_TRY(kl_cuda_stream_sync(b->stream)); /* the step's one synchronisation */
-    r->loss = t->host_res[0] / (double)valid;
+    return kl_cuda_d2h_async(&t->host_res[1], t->norm, sizeof(double), b->stream);
+}
+
+kl_status kl_trainer_cuda_submit(kl_trainer_cuda *t, const int32_t *inputs, const int32_t *targets) {
+    const int B = t->o.B, T = t->o.T, GA = t->o.grad_accum;
+    if (t->submitted)
+        return kl_error(KL_ERR_INVALID, "GPU trainer: step %lld was submitted and not finished (call "
+                        "kl_trainer_cuda_finish first)", (long long)t->step + 1);
+    /* the prestaged batch only if the model still holds it and it is this one; else stage now */
+    int64_t valid = 0;
+    const int staged = t->prestaged && kl_model_cuda_staged_holds(t->m, inputs, targets, GA, B, T, &valid);
+    t->prestaged = 0;
+    if (!staged) valid = count_valid(targets, (size_t)GA * B * T);
+    const double lr = kl_schedule_lr(&t->sched, t->step);
+    if (valid > 0) { /* valid == 0: nothing to learn from; finish counts the step without the device */
+        if (!staged) KL_TRY(kl_model_cuda_stage(t->m, inputs, targets, GA, B, T));
+        KL_TRY(kl_model_cuda_accumulate_staged(t->m, GA, B, T, t->o.z_loss, (float)(1.0 / (double)valid)));
+        t->backward_passes += (uint64_t)GA;
+        KL_TRY(queue_update(t, lr));
+    }
+    t->submitted = 1;
+    t->sub_valid = valid;
+    t->sub_lr = lr;
+    return KL_OK;
+}
+
+kl_status kl_trainer_cuda_finish(kl_trainer_cuda *t, kl_step_result *r) {
+    memset(r, 0, sizeof *r);
+    if (!t->submitted)
+        return kl_error(KL_ERR_INVALID, "GPU trainer: finish of step %lld, which was not submitted",
+                        (long long)t->step + 1);
+    t->submitted = 0;
+    r->lr = t->sub_lr;
+    r->valid_targets = t->sub_valid;
+    if (t->sub_valid == 0) { /* count the step, change nothing (as kl_trainer_step) */
+        r->skipped = 1;
+        r->loss = NAN;
+        t->step++;
+        return KL_OK;
+    }
+    KL_TRY(kl_cuda_stream_sync(kl_model_cuda_buffers(t->m)->stream)); /* the step's one synchronisation */
+    r->loss = t->host_res[0] / (double)t->sub_valid;
     r->grad_norm = t->host_res[1];
     t->step++;
     if (!isfinite(r->loss) || !isfinite(r->grad_norm)) { /* the device already skipped the update */
@@ -228,6 +275,12 @@ kl_status kl_trainer_cuda_step(kl_trainer_cuda *t, const int32_t *inputs, const 
     }
     t->bad_streak = 0;
     return KL_OK;
+}
+
+kl_status kl_trainer_cuda_step(kl_trainer_cuda *t, const int32_t *inputs, const int32_t *targets, kl_step_result *r) {
+    memset(r, 0, sizeof *r);
+    KL_TRY(kl_trainer_cuda_submit(t, inputs, targets));
+    return kl_trainer_cuda_finish(t, r);
 }
 
 kl_status kl_trainer_cuda_eval_batch(kl_trainer_cuda *t, const int32_t *inputs, const int32_t *targets,
@@ -250,6 +303,18 @@ kl_status kl_trainer_cuda_create(kl_trainer_cuda **out, kl_model *cpu, const kl_
 void kl_trainer_cuda_free(kl_trainer_cuda *t) { (void)t; }
 kl_status kl_trainer_cuda_step(kl_trainer_cuda *t, const int32_t *inputs, const int32_t *targets, kl_step_result *r) {
     (void)t, (void)inputs, (void)targets, (void)r;
+    return no_cuda();
+}
+kl_status kl_trainer_cuda_submit(kl_trainer_cuda *t, const int32_t *inputs, const int32_t *targets) {
+    (void)t, (void)inputs, (void)targets;
+    return no_cuda();
+}
+kl_status kl_trainer_cuda_prestage(kl_trainer_cuda *t, const int32_t *inputs, const int32_t *targets) {
+    (void)t, (void)inputs, (void)targets;
+    return no_cuda();
+}
+kl_status kl_trainer_cuda_finish(kl_trainer_cuda *t, kl_step_result *r) {
+    (void)t, (void)r;
     return no_cuda();
 }
 kl_status kl_trainer_cuda_eval_batch(kl_trainer_cuda *t, const int32_t *inputs, const int32_t *targets,

@@ -34,6 +34,21 @@ kl_status kl_trainer_cuda_step(kl_trainer_cuda *t, const int32_t *inputs, const 
 kl_status kl_trainer_cuda_eval_batch(kl_trainer_cuda *t, const int32_t *inputs, const int32_t *targets,
                                      double *loss_sum, int64_t *n_valid);
 
+/* kl_trainer_cuda_step in two halves, so the host can load and stage the next batch while the device computes
+ * the current step. submit queues the whole step (forward and backward of the micro-batches, norm, clip, AdamW,
+ * the read-back of loss and norm) and returns without waiting; finish waits for it and fills r as
+ * kl_trainer_cuda_step does (loss, norm, skipped and bad-step streak; the step counts from here). Between the
+ * two, only kl_trainer_cuda_prestage may be called. An all-masked step (no valid target) queues nothing.
+ *
+ * prestage stages the next step's batch (validation, embedding plans, the copy to the pinned buffer on the
+ * host; the upload queued behind the step in flight; nothing for an all-masked batch). submit uses a prestaged
+ * batch when the model still holds it and it equals submit's inputs and targets (kl_model_cuda_staged_holds);
+ * otherwise, as after an evaluation, which stages its own batch into the same buffers, submit stages again: a
+ * prestaged batch is never trained on in place of the one given. */
+kl_status kl_trainer_cuda_submit(kl_trainer_cuda *t, const int32_t *inputs, const int32_t *targets);
+kl_status kl_trainer_cuda_finish(kl_trainer_cuda *t, kl_step_result *r);
+kl_status kl_trainer_cuda_prestage(kl_trainer_cuda *t, const int32_t *inputs, const int32_t *targets);
+
 /* Master weights into the CPU model (before saving, exporting or checkpointing). */
 kl_status kl_trainer_cuda_download(kl_trainer_cuda *t, kl_model *cpu);
 /* The CPU model's parameters into the master weights, refreshing the BF16 compute copy from them (after

@@ -1,6 +1,7 @@
 /* train_run.c — a whole training run from a resolved config: builds the model, loaders, optimizer and run
  * log, then loops optimizer steps with periodic evaluation and logging, and saves the final model to
- * <run dir>/model/ (config.json + model.safetensors). The per-step math is trainer.c's. */
+ * <run dir>/model/ (config.json + model.safetensors). The per-step math is trainer.c's (train_cuda.c's on the
+ * GPU, where the next step's batch is loaded and staged while the current step runs). */
 #include "train_run.h"
 
 #include <errno.h>
@@ -165,6 +166,27 @@ static void print_gpu_setup(kl_trainer_cuda *gpu, const kl_config *c, double tok
     kl_trainer_cuda_print_memory(gpu, stdout);
 }
 
+/* The next GA micro-batches of (B, T) = mb tokens from the training stream into in/tg. */
+static kl_status load_step(kl_loader *train, int32_t *in, int32_t *tg, int GA, size_t mb) {
+    for (int a = 0; a < GA; a++) KL_TRY(kl_loader_next_batch(train, in + (size_t)a * mb, tg + (size_t)a * mb));
+    return KL_OK;
+}
+
+/* GPU, while a step is in flight: loads the next step's batch into in/tg and prestages it (host work and a
+ * queued upload, overlapping the device's work); *loaded = 1 when both succeeded. A failure belongs to the next
+ * step, not this one: the loader goes back to `before`, and the next step loads and stages again in the
+ * ordinary way, so the same error surfaces there, after this step is logged and checkpointed, as without
+ * the overlap. */
+static kl_status prestage_next(kl_trainer_cuda *gpu, kl_loader *train, const kl_loader_state *before, int32_t *in,
+                               int32_t *tg, int GA, size_t mb, int *loaded) {
+    kl_status st = load_step(train, in, tg, GA, mb);
+    if (st == KL_OK) st = kl_trainer_cuda_prestage(gpu, in, tg);
+    *loaded = st == KL_OK;
+    if (st == KL_OK) return KL_OK;
+    kl_clear_error();
+    return kl_loader_set_state(train, before);
+}
+
 /* SIGINT / SIGTERM: finish the current step, write a checkpoint, exit 0 saying where it is. */
 static volatile sig_atomic_t stop_requested = 0;
 static void on_stop_signal(int sig) {
@@ -191,6 +213,7 @@ kl_status kl_train_run(const kl_config *c) {
     memset(&tr, 0, sizeof tr);
     kl_trainer_cuda *gpu = NULL; /* set when training on the GPU; tr stays unused then */
     int32_t *in = NULL, *tg = NULL;
+    int32_t *in_next = NULL, *tg_next = NULL; /* GPU: the next step's batch, loaded while this one runs */
     void (*old_int)(int) = SIG_DFL, (*old_term)(int) = SIG_DFL;
     int handlers_set = 0;
     stop_requested = 0;
@@ -258,9 +281,14 @@ kl_status kl_train_run(const kl_config *c) {
     if (st != KL_OK) goto done;
     if (msg[0]) printf("kiln train: %s\n", msg);
 
-    in = kl_malloc((size_t)GA * B * T * sizeof *in, "input batch");
-    tg = kl_malloc((size_t)GA * B * T * sizeof *tg, "target batch");
-    if (!in || !tg) {
+    const size_t mb = (size_t)B * T; /* tokens per micro-batch */
+    in = kl_malloc(GA * mb * sizeof *in, "input batch");
+    tg = kl_malloc(GA * mb * sizeof *tg, "target batch");
+    if (gpu) {
+        in_next = kl_malloc(GA * mb * sizeof *in_next, "next input batch");
+        tg_next = kl_malloc(GA * mb * sizeof *tg_next, "next target batch");
+    }
+    if (!in || !tg || (gpu && (!in_next || !tg_next))) {
         st = KL_ERR_OOM;
         goto done;
     }
@@ -290,11 +318,35 @@ kl_status kl_train_run(const kl_config *c) {
     old_int = signal(SIGINT, on_stop_signal);
     old_term = signal(SIGTERM, on_stop_signal);
     handlers_set = 1;
+    int next_loaded = 0;         /* GPU: in/tg already hold this step's batch, loaded during the previous step */
+    kl_loader_state before_next = {0}; /* the loader as the previous step left it, before its successor was loaded */
     for (int64_t step = first_step; step < c->train.steps; step++) {
-        for (int a = 0; a < GA; a++)
-            if ((st = kl_loader_next_batch(train, in + (size_t)a * B * T, tg + (size_t)a * B * T)) != KL_OK) goto done;
+        const int last = step + 1 == c->train.steps;
+        const int eval_due = eval && ((c->train.eval_every > 0 && (step + 1) % c->train.eval_every == 0) || last);
+        const int periodic = c->train.ckpt_every > 0 && ((step + 1) % c->train.ckpt_every == 0 || last);
+        if (!next_loaded && (st = load_step(train, in, tg, GA, mb)) != KL_OK) goto done;
+        next_loaded = 0;
         kl_step_result r;
-        if ((st = gpu ? kl_trainer_cuda_step(gpu, in, tg, &r) : kl_trainer_step(&tr, in, tg, &r)) != KL_OK) goto done;
+        if (gpu) {
+            if ((st = kl_trainer_cuda_submit(gpu, in, tg)) != KL_OK) goto done;
+            /* While the device runs this step, load and prestage the next one, unless an evaluation follows: it
+             * stages its batches into the same device buffers (the trainer would notice and stage again, see
+             * kl_trainer_cuda_submit, but the overlap would be lost) and uses in/tg as scratch. Nor before a
+             * periodic checkpoint, which records the loader as this step leaves it. */
+            if (!last && !eval_due && !periodic) {
+                kl_loader_get_state(train, &before_next);
+                if ((st = prestage_next(gpu, train, &before_next, in_next, tg_next, GA, mb, &next_loaded)) != KL_OK)
+                    goto done;
+            }
+            if ((st = kl_trainer_cuda_finish(gpu, &r)) != KL_OK) goto done;
+            if (next_loaded) { /* the next step's batch becomes in/tg */
+                int32_t *p = in;
+                in = in_next, in_next = p;
+                p = tg, tg = tg_next, tg_next = p;
+            }
+        } else if ((st = kl_trainer_step(&tr, in, tg, &r)) != KL_OK) {
+            goto done;
+        }
         tokens_since += (int64_t)tokens_per_step;
         const char *no_graphs = "";
         if (gpu && step == first_step && c->train.cuda_graphs &&
@@ -308,7 +360,6 @@ kl_status kl_train_run(const kl_config *c) {
         } else {
             last_loss = r.loss;
         }
-        const int last = step + 1 == c->train.steps;
         if ((step + 1) % c->log.every == 0 || step == 0 || last) {
             double now = kl_now_seconds();
             kl_step_record rec = {0};
@@ -327,12 +378,15 @@ kl_status kl_train_run(const kl_config *c) {
             t_last = now;
             tokens_since = 0;
         }
-        if (eval && ((c->train.eval_every > 0 && (step + 1) % c->train.eval_every == 0) || last)) {
+        if (eval_due) {
             if ((st = evaluate(&tr, gpu, eval, (int)c->train.eval_batches, in, tg, &eval_loss)) != KL_OK) goto done;
             kl_runlog_eval(log, step + 1, eval_loss);
         }
-        const int periodic = c->train.ckpt_every > 0 && ((step + 1) % c->train.ckpt_every == 0 || last);
         if (periodic || stop_requested) {
+            /* a stop after a step whose successor is already loaded: the checkpoint records the loader as this
+             * step left it, exactly as a loop without the overlap would, so the resumed run reads that batch */
+            if (next_loaded && (st = kl_loader_set_state(train, &before_next)) != KL_OK) goto done;
+            next_loaded = 0;
             char dir[KL_CFG_PATH_MAX + 32];
             char warn[1024];
             st = gpu ? kl_train_save_checkpoint_cuda(c, gpu, model, train, ckpt_root, dir, sizeof dir, warn,
@@ -378,6 +432,8 @@ done:
     kl_runlog_close(log);
     free(in);
     free(tg);
+    free(in_next);
+    free(tg_next);
     kl_trainer_free(&tr);
     kl_trainer_cuda_free(gpu);
     kl_model_free(model);

@@ -268,7 +268,9 @@ TEST(TrainCudaCkpt, CpuCheckpointResumesOnTheGpuTrainer) {
 
 // Ctrl-C on a GPU run: the step in flight finishes, a checkpoint is written, exit 0; resuming continues
 // bit-exactly as an uninterrupted run (constant schedule, so the stopped run's long train.steps does not
-// change the learning rate).
+// change the learning rate). With no evaluation and no periodic checkpoint, every step's successor is loaded
+// and prestaged while it runs (train_run.c), so the stop always comes after one: the checkpoint must record
+// the loader from before that batch (tests/gpu/train_overlap_test.cc has a run with both in between).
 TEST(TrainCudaCkpt, SigintCheckpointsTheFinishedStepAndResumesBitExact) {
     SKIP_WITHOUT_GPU();
     kltest::check_signal_stop_and_resume(tiny(),

@@ -51,6 +51,14 @@ __device__ __forceinline__ void gradient(kl::Bf16Pack<VEC> &p, int v0, int targe
     p.pack(f);
 }
 
+// Loads the chunks j, j + kThreads, ..., j + (U-1) kThreads that exist (< nch), all issued before any is used.
+template <int VEC, int U>
+__device__ __forceinline__ void load_strided(kl::Bf16Pack<VEC> (&p)[U], const uint16_t *x, int j, int nch) {
+#pragma unroll
+    for (int u = 0; u < U; u++)
+        if (j + u * kThreads < nch) p[u].load(x + (long long)(j + u * kThreads) * VEC);
+}
+
 // KC chunks of VEC logits per thread stay in registers between the passes, the next sm_chunks (block-wide)
 // in dynamic shared memory; the rest are read again. Every thread visits its chunks j in ascending order in
 // both passes whatever the split, so the result does not depend on it. The loops over the shared-memory and
@@ -82,11 +90,7 @@ __global__ void __launch_bounds__(kThreads, 1)
     const int j_rest = nch < j_sm ? nch : (nch - j_sm < sm_chunks ? nch : j_sm + sm_chunks);
     Pack cache[KC];
     MaxSum r = {-INFINITY, 0.f};
-#pragma unroll
-    for (int k = 0; k < KC; k++) {
-        const int j = threadIdx.x + k * kThreads;
-        if (j < nch) cache[k].load(x + (long long)j * VEC);
-    }
+    load_strided<VEC, KC>(cache, x, threadIdx.x, nch);
 #pragma unroll
     for (int k = 0; k < KC; k++) {
         const int j = threadIdx.x + k * kThreads;
@@ -98,9 +102,7 @@ __global__ void __launch_bounds__(kThreads, 1)
     }
     for (int j = threadIdx.x + j_sm; j < nch; j += U * kThreads) {  // shared-memory part, then re-read part
         Pack p[U];
-#pragma unroll
-        for (int u = 0; u < U; u++)
-            if (j + u * kThreads < nch) p[u].load(x + (long long)(j + u * kThreads) * VEC);
+        load_strided<VEC, U>(p, x, j, nch);
 #pragma unroll
         for (int u = 0; u < U; u++) {
             const int jj = j + u * kThreads;
@@ -146,9 +148,7 @@ __global__ void __launch_bounds__(kThreads, 1)
     }
     for (int j = threadIdx.x + j_rest; j < nch; j += U * kThreads) {
         Pack p[U];
-#pragma unroll
-        for (int u = 0; u < U; u++)
-            if (j + u * kThreads < nch) p[u].load(x + (long long)(j + u * kThreads) * VEC);
+        load_strided<VEC, U>(p, x, j, nch);
 #pragma unroll
         for (int u = 0; u < U; u++) {
             const int jj = j + u * kThreads;
@@ -196,7 +196,7 @@ kl_status launch_rows(uint16_t *d, float *losses, const uint16_t *x, const int32
     }
     const int nch = V / VEC, rest = nch - KC * kThreads;
     const int pack = VEC == 8 ? 16 : 2, cap = smem_max / pack;
-    const int sm_chunks = rest <= 0 ? 0 : (rest < cap ? rest : cap);
+    const int sm_chunks = rest <= 0 || !d ? 0 : (rest < cap ? rest : cap);  // loss only: one pass, nothing kept
     cross_entropy_rows<VEC, KC><<<(unsigned)N, kThreads, (size_t)sm_chunks * pack, stream>>>(
         d, losses, x, targets, V, z_loss, grad_scale, sm_chunks);
     return KL_OK;

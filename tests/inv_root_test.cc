@@ -315,9 +315,27 @@ TEST(NewtonDB, ReproducesReferenceErrorTable) {
                  * so allow 10× the reference's rounding level (an unconverged iterate is >= 1e−8) */
                 EXPECT_LT(err, 10 * want) << "kappa " << row.kappa << " k " << k;
             } else if (row.scale == kPowerIter2) {
-                /* the scale comes from a random-start power iteration (bf16 in the reference, fp64 here)
-                 * and enters the unconverged error steeply: agree within a factor 3 */
-                EXPECT_TRUE(within_factor(err, want, 3.0)) << "kappa " << row.kappa << " k " << k;
+                /* The scale s = 2·λ_est comes from 10 power iterations from a random start (bf16 in the
+                 * reference, fp64 here). Both estimates fall short of λ_max, and once the iteration
+                 * converges quadratically the error falls steeply with λ_est. Over 150 seeds, err/reference
+                 * spanned 0.34..1.17; κ = 100, k = 10 and κ = 1e4, k = 15 were lowest, and CI once saw 0.27.
+                 * Bounds:
+                 *  - Above, always: a factor 3.
+                 *  - Below, in the first steps (reference >= 0.1): also a factor 3. The error hardly depends
+                 *    on the scale there (0.83..1.15 over the seeds), and it is not monotone in it.
+                 *  - Below, later: a bound that holds for any start vector. It is the error at s = λ_max, as
+                 *    if λ_est = λ_max / 2: the fastest the iteration converges while every eigenvalue of A/s
+                 *    stays <= 1. A 10-step Rayleigh quotient lands far closer to λ_max than that. */
+                EXPECT_LE(err, 3.0 * want) << "kappa " << row.kappa << " k " << k;
+                if (want >= 0.1) {
+                    EXPECT_GE(err, want / 3.0) << "kappa " << row.kappa << " k " << k;
+                } else {
+                    kl_inv_root_opts of = ndb_opts(kLmaxExact, &lmax, k);
+                    ASSERT_EQ(kl_inv_root_d(1, n, a.data(), out.data(), &of, nullptr), KL_OK) << kl_last_error();
+                    const double err_fast = rel_fro(out.data(), ref.data(), out.size());
+                    fprintf(stderr, "[ndb]   at s = lambda_max: err %.2e\n", err_fast);
+                    EXPECT_GE(err, err_fast) << "kappa " << row.kappa << " k " << k;
+                }
             } else {
                 /* deterministic scale: the error is a function of the spectrum alone; the table's two
                  * digits and (at n = 64) the coarser spectrum sampling stay within 25 % */

@@ -12,23 +12,45 @@ kiln=${1:-build/kiln}
 steps=${2:-6}
 shift $(($# < 2 ? $# : 2))
 out=$(mktemp -d)
-trap 'rm -rf "$out"' EXIT
+sampler=
+trap '[ -n "$sampler" ] && kill "$sampler" 2> /dev/null; rm -rf "$out"' EXIT
+# Board power and SM clock, sampled every 0.5 s while a model trains (when nvidia-smi is there): at the
+# H200's 700 W cap the clock, and with it the throughput, differs from chip to chip by a few percent.
+sample_gpu() {
+  while nvidia-smi --query-gpu=power.draw,clocks.sm,utilization.gpu --format=csv,noheader,nounits >> "$1" 2>/dev/null
+  do sleep 0.5; done
+}
 for model in ${BENCH_MODELS:-qwen2.5-0.5b qwen2.5-1.5b}; do
+  : > "$out/$model.smi"
+  sampler=
+  if command -v nvidia-smi > /dev/null; then sample_gpu "$out/$model.smi" & sampler=$!; fi
   "$kiln" train "configs/$model.yaml" train.device=cuda train.steps="$steps" train.warmup_steps=1 \
     train.grad_accum=32 train.batch_size=16 log.every=1 train.eval_batches=1 train.eval_every=0 \
     train.out_dir="$out/$model" "$@" > "$out/$model.log" 2>&1 || { cat "$out/$model.log"; exit 1; }
+  if [ -n "$sampler" ]; then kill "$sampler" 2> /dev/null; wait "$sampler" 2> /dev/null || true; fi
   grep -E "memory|step" "$out/$model.log" | head -4
-  python3 - "$out/$model/metrics.jsonl" "$model" <<'PY'
+  python3 - "$out/$model/metrics.jsonl" "$model" "$out/$model.smi" <<'PY'
 import json, statistics, sys
+busy = []  # (power W, SM MHz) while a kernel ran (utilisation >= 90%): start-up and set-up excluded
+for line in open(sys.argv[3]):
+    try:
+        w, mhz, util = (float(v) for v in line.split(","))
+    except ValueError:
+        continue  # "[N/A]" fields or a line cut short by the kill
+    if util >= 90:
+        busy.append((w, mhz))
 steps = [json.loads(l) for l in open(sys.argv[1]) if '"type":"step"' in l]
 timed = steps[1:] or steps  # the first step includes warm-up (cuBLASLt plans, cuDNN graphs)
 tps = statistics.median(s["tokens_per_s"] for s in timed)
 mfu = statistics.median(s.get("mfu") or 0 for s in timed)
 mem = max(s.get("mem_bytes") or 0 for s in steps)
+power = statistics.median(b[0] for b in busy) if busy else None
+clock = statistics.median(b[1] for b in busy) if busy else None
+gpu = f", busy at {power:.0f} W and {clock:.0f} MHz (medians)" if busy else ""
 print(f"{sys.argv[2]}: {tps/1e3:.1f}k tok/s, MFU {100*mfu:.1f}% of 989 TFLOP/s, peak device memory {mem/2**30:.1f} GiB "
-      f"(median of {len(timed)} steps)")
+      f"(median of {len(timed)} steps){gpu}")
 print(json.dumps({"bench": "train", "model": sys.argv[2], "tokens_per_step": 524288, "seq_len": 1024,
                   "tokens_per_s": round(tps), "mfu": round(mfu, 4), "peak_mem_bytes": int(mem),
-                  "steps_timed": len(timed)}))
+                  "steps_timed": len(timed), "busy_power_w": power, "busy_sm_mhz": clock}))
 PY
 done

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Training throughput on one GPU, the way the issue and LLMQ measure it: the Qwen2.5-0.5B and -1.5B shapes
 # from scratch on random tokens, sequence length 1024, 524,288 tokens per optimizer step (16 x 1024 x 32
-# accumulation), BF16. Prints tok/s, MFU against 989 TFLOP/s dense BF16 and peak device memory per model,
+# accumulation), BF16. Prints tok/s, MFU against 989 TFLOP/s dense BF16, peak device memory and the GPU's
+# median power and SM clock while busy per model,
 # then one JSON line each.
 #   scripts/bench.sh [KILN_BINARY] [STEPS] [KEY=VALUE ...]   # defaults: build/kiln, 6 steps (the first is warm-up)
 # KEY=VALUE pairs override the config for both models (e.g. train.cuda_graphs=false); BENCH_MODELS picks the

@@ -97,8 +97,9 @@ struct kl_model_cuda {
     double *result_host; /* pinned: the loss sum read back */
     int have_forward;
     /* the batch kl_model_cuda_stage put into the batch buffers, as long as nothing has staged or reallocated
-     * since (staged_micro is 0 otherwise): the only batch kl_model_cuda_accumulate_staged trains on */
-    int staged_micro, staged_B, staged_T;
+     * since (staged_micro is 0 otherwise): the only batch kl_model_cuda_accumulate_staged trains on. Its (B, T)
+     * is the current m->B, m->T: reallocating for another shape clears staged_micro. */
+    int staged_micro;
     int64_t staged_valid; /* its targets that are not KL_IGNORE_INDEX */
 
     /* per-layer CUDA graphs of the forward and backward block bodies, captured on first use for the current
@@ -731,15 +732,13 @@ kl_status kl_model_cuda_stage(kl_model_cuda *m, const int32_t *inputs, const int
     int64_t valid = 0;
     KL_TRY(stage_batch(m, inputs, targets, n_micro, &valid));
     m->staged_micro = n_micro;
-    m->staged_B = B;
-    m->staged_T = T;
     m->staged_valid = valid;
     return KL_OK;
 }
 
 int kl_model_cuda_staged_holds(const kl_model_cuda *m, const int32_t *inputs, const int32_t *targets, int n_micro,
                                int B, int T, int64_t *n_valid) {
-    if (m->staged_micro == 0 || m->staged_micro != n_micro || m->staged_B != B || m->staged_T != T) return 0;
+    if (m->staged_micro == 0 || m->staged_micro != n_micro || m->B != B || m->T != T) return 0;
     /* the pinned staging buffer holds exactly what was uploaded (it is rewritten only by the next staging) */
     const size_t bytes = (size_t)n_micro * B * T * sizeof(int32_t);
     if (memcmp(tokens_at(m, m->batch_host, 0), inputs, bytes) != 0) return 0;
@@ -753,10 +752,9 @@ kl_status kl_model_cuda_accumulate_staged(kl_model_cuda *m, int n_micro, int B, 
     if (m->staged_micro == 0)
         return kl_error(KL_ERR_INVALID, "GPU model: accumulate_staged of %d micro-batches of (%d, %d), but no batch is "
                         "staged (none was, or a forward, loss or reallocation has replaced it since)", n_micro, B, T);
-    if (m->staged_micro != n_micro || m->staged_B != B || m->staged_T != T)
+    if (m->staged_micro != n_micro || m->B != B || m->T != T)
         return kl_error(KL_ERR_INVALID, "GPU model: accumulate_staged of %d micro-batches of (%d, %d), but the staged "
-                        "batch is %d micro-batches of (%d, %d)", n_micro, B, T, m->staged_micro, m->staged_B,
-                        m->staged_T);
+                        "batch is %d micro-batches of (%d, %d)", n_micro, B, T, m->staged_micro, m->B, m->T);
     const int N = B * T;
     m->have_forward = 0;
     KL_TRY(kl_model_cuda_zero_grads(m));

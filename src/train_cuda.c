@@ -278,7 +278,7 @@ kl_status kl_trainer_cuda_finish(kl_trainer_cuda *t, kl_step_result *r) {
 }
 
 kl_status kl_trainer_cuda_step(kl_trainer_cuda *t, const int32_t *inputs, const int32_t *targets, kl_step_result *r) {
-    memset(r, 0, sizeof *r);
+    memset(r, 0, sizeof *r); /* also when submit fails */
     KL_TRY(kl_trainer_cuda_submit(t, inputs, targets));
     return kl_trainer_cuda_finish(t, r);
 }

@@ -29,11 +29,27 @@ kl_status kl_gemm_ctx_set_workspace(kl_gemm_ctx *ctx, void *workspace, size_t wo
 /* Debug/test switch: when on, every product runs on kiln's own simple tiled kernel instead of cuBLASLt
  * (the path also taken when cuBLASLt has no algorithm for a shape). */
 void kl_gemm_ctx_force_fallback(kl_gemm_ctx *ctx, int on);
-/* How many products ran through cuBLASLt / the own kernel, and cache hits/misses, since creation. */
+/* How many products ran through cuBLASLt / the own kernel, cache hits/misses, and plans whose algorithm was
+ * chosen by timing / taken from a remembered choice, since creation. */
 typedef struct {
-    long long cublaslt_calls, fallback_calls, cache_hits, cache_misses;
+    long long cublaslt_calls, fallback_calls, cache_hits, cache_misses, timed_shapes, remembered_shapes;
 } kl_gemm_stats;
 kl_gemm_stats kl_gemm_ctx_stats(const kl_gemm_ctx *ctx);
+
+/* Algorithm choice by timing. cuBLASLt's heuristic ranks its candidate kernels by a model; the first is 5-15%
+ * slower than the best on some shapes (H200: the MLP down projection's dinp, the LM head). While timing is on,
+ * every product whose plan is new (a shape, layout or alignment not seen before and not remembered) runs each
+ * candidate a few times on the call's own operands and keeps the fastest (the first unless another is 2%
+ * faster) — so the call WRITES ITS OUTPUT SEVERAL TIMES, ACCUMULATING INTO IT when beta != 0: turn timing on
+ * only for a pass whose outputs are thrown away (kl_model_cuda_tune). Nothing is timed on a stream being
+ * captured. Choices are remembered by the context and can be saved to and loaded from a tuning file, so later
+ * runs (and reruns, which must repeat bit for bit: the algorithm fixes the summation order) use the same
+ * algorithms without timing. A file's choices hold for one GPU model, cuBLASLt version and workspace size;
+ * lines of others are ignored and kept. A missing file loads nothing; a malformed one is an error naming the
+ * line (KL_ERR_INVALID). Saving rewrites the file through a temporary and a rename. */
+void kl_gemm_ctx_set_timing(kl_gemm_ctx *ctx, int on);
+kl_status kl_gemm_ctx_load_tuning(kl_gemm_ctx *ctx, const char *path, int *n_loaded);
+kl_status kl_gemm_ctx_save_tuning(kl_gemm_ctx *ctx, const char *path);
 
 /* out(N,OC) = inp(N,IC) w(OC,IC)^T + bias(OC), BF16 in and out, FP32 accumulation; bias (BF16, the
  * parameter's compute copy) may be NULL and is added in FP32 before the output is rounded (cuBLASLt bias

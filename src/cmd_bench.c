@@ -173,36 +173,44 @@ done:
 
 /* ---- kernels (CUDA builds) ------------------------------------------------------------------------- */
 
-static int bench_kernels(int argc, char **argv) {
+/* `which`: 1 the elementwise kernels, 2 the matrix products and attention, 3 both. */
+static int bench_cuda(const char *name, int which, int argc, char **argv) {
     (void)argv;
     if (argc > 0) {
-        printf("usage: kiln bench kernels\n\nTimes every CUDA kernel at Qwen2.5-0.5B sizes on GPU 0: elementwise kernels\n"
-               "against 4.3 TB/s, matrix products and attention against 790 TFLOP/s (the H200's measured bounds).\n");
+        printf("usage: kiln bench %s\n\nTimes %s on GPU 0 against the H200's measured bounds: elementwise kernels\n"
+               "at Qwen2.5-0.5B/1.5B sizes against 4.3 TB/s, the linear layers' GEMMs and attention at both models'\n"
+               "shapes against 790 TFLOP/s.\n",
+               name, which == 3 ? "every CUDA kernel" : which == 1 ? "the elementwise kernels" : "the GEMMs and attention");
         return 0;
     }
 #ifdef KILN_HAVE_CUDA
     if (kl_gpu_count() == 0) {
-        fprintf(stderr, "kiln bench kernels: no GPU visible\n");
+        fprintf(stderr, "kiln bench %s: no GPU visible\n", name);
         return 1;
     }
-    kl_status st = kl_bench_cudak(stdout);
-    if (st == KL_OK) st = kl_bench_gemm(stdout);
+    kl_status st = KL_OK;
+    if (which & 1) st = kl_bench_cudak(stdout);
+    if (st == KL_OK && (which & 2)) st = kl_bench_gemm(stdout);
     if (st != KL_OK) {
-        fprintf(stderr, "kiln bench kernels: %s\n", kl_last_error());
+        fprintf(stderr, "kiln bench %s: %s\n", name, kl_last_error());
         return 1;
     }
     return 0;
 #else
-    fprintf(stderr, "kiln bench kernels: this build has no CUDA backend\n");
+    fprintf(stderr, "kiln bench %s: this build has no CUDA backend\n", name);
     return 1;
 #endif
 }
+
+static int bench_kernels(int argc, char **argv) { return bench_cuda("kernels", 3, argc, argv); }
+static int bench_gemm(int argc, char **argv) { return bench_cuda("gemm", 2, argc, argv); }
 
 /* ---- the table ----------------------------------------------------------------------------------- */
 
 static const kl_bench benches[] = {
     {"data", bench_data, "data loader tokens/s from the page cache (bound 50 M tokens/s on one core)"},
     {"kernels", bench_kernels, "every CUDA kernel: bandwidth or FLOP/s against the GPU's bound (needs a GPU)"},
+    {"gemm", bench_gemm, "the linear layers' GEMMs and attention only (a part of kernels; needs a GPU)"},
 };
 #define N_BENCHES (sizeof benches / sizeof benches[0])
 
@@ -216,6 +224,7 @@ int kl_cmd_bench(int argc, char **argv) {
     if (argc == 0) {
         int rc = 0;
         for (size_t i = 0; i < N_BENCHES; i++) {
+            if (benches[i].run == bench_gemm) continue; /* part of kernels */
             int r = benches[i].run(0, NULL);
             if (r > rc) rc = r;
         }

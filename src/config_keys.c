@@ -70,6 +70,10 @@ static const kl_key keys[] = {
     PATH(train, out_dir, "output folder of the run (empty = runs/<name> under the working directory)"),
     ENUM(train, device, "auto", "auto|cpu|cuda", "where to train (auto = cuda when a GPU is present)"),
     BOOL(train, cuda_graphs, "true", "GPU: launch each block's forward and backward as a captured CUDA graph"),
+    KEY(train, gemm_tune, KL_KEY_PATH, "auto", 0, 0, 0, "auto|off",
+        "GPU: GEMM algorithms chosen by timing once and remembered in a tuning file: auto = "
+        "$KILN_CACHE_DIR (else $XDG_CACHE_HOME/kiln, else ~/.cache/kiln)/gemm_tune.txt, off = cuBLASLt's first "
+        "choice, or a file"),
     INT(train, steps, "100", 1, STEPS_MAX, "optimizer steps"),
     INT(train, batch_size, "8", 1, 1048576, "sequences per micro-batch (per GPU)"),
     INT(train, grad_accum, "1", 1, 65536, "micro-batches accumulated per optimizer step"),

@@ -704,6 +704,55 @@ kl_status kl_model_cuda_loss(kl_model_cuda *m, const int32_t *targets, float z_l
     return KL_OK;
 }
 
+/* ---- GEMM algorithm tuning ------------------------------------------------------------------- */
+
+kl_status kl_model_cuda_tune(kl_model_cuda *m, int B, int T, const char *file, char *msg, size_t msg_size) {
+    msg[0] = '\0';
+    char load_err[512] = "";
+    if (file && file[0] && kl_gemm_ctx_load_tuning(m->gemm, file, NULL) != KL_OK) {
+        snprintf(load_err, sizeof load_err, "%s", kl_last_error());
+        kl_clear_error();
+    }
+    const size_t N = (size_t)B * T;
+    int32_t *tok = kl_malloc(2 * N * sizeof *tok, "GEMM tuning batch");
+    if (!tok) return KL_ERR_OOM;
+    for (size_t i = 0; i < 2 * N; i++) tok[i] = (int32_t)((i * 2654435761u) % (uint32_t)m->s.V);
+    const kl_gemm_stats before = kl_gemm_ctx_stats(m->gemm);
+    const double t0 = kl_now_seconds();
+    /* one forward and backward, eagerly (nothing is timed while a graph is captured); its gradients are noise
+     * from the repeated timing runs and are zeroed after */
+    const int no_graphs = m->o.no_graphs;
+    m->o.no_graphs = 1;
+    kl_gemm_ctx_set_timing(m->gemm, 1);
+    double loss = 0;
+    int64_t valid = 0;
+    kl_status st = kl_model_cuda_forward(m, tok, B, T);
+    if (st == KL_OK) st = kl_model_cuda_loss(m, tok + N, 0.f, 1, 1.0f / (float)N, &loss, &valid);
+    kl_gemm_ctx_set_timing(m->gemm, 0);
+    m->o.no_graphs = no_graphs;
+    free(tok);
+    if (st == KL_OK) st = kl_model_cuda_zero_grads(m);
+    if (st == KL_OK) st = kl_cuda_stream_sync(m->stream);
+    KL_TRY(st);
+    const kl_gemm_stats after = kl_gemm_ctx_stats(m->gemm);
+    const int timed = (int)(after.timed_shapes - before.timed_shapes);
+    const int remembered = (int)(after.remembered_shapes - before.remembered_shapes);
+    size_t len = (size_t)snprintf(msg, msg_size, "GEMM algorithms: %d remembered", remembered);
+    if (remembered > 0 && len < msg_size) len += (size_t)snprintf(msg + len, msg_size - len, " from %s", file);
+    if (timed > 0 && len < msg_size)
+        len += (size_t)snprintf(msg + len, msg_size - len, ", %d timed (%.1f s)", timed, kl_now_seconds() - t0);
+    if (len >= msg_size) return KL_OK;
+    if (load_err[0]) /* a file that does not parse is not overwritten: it may not be a tuning file at all */
+        snprintf(msg + len, msg_size - len, "; not saved, %s", load_err);
+    else if (timed > 0 && file && file[0] && kl_gemm_ctx_save_tuning(m->gemm, file) == KL_OK)
+        snprintf(msg + len, msg_size - len, ", saved to %s", file);
+    else if (timed > 0 && file && file[0]) {
+        snprintf(msg + len, msg_size - len, "; not saved: %s", kl_last_error());
+        kl_clear_error();
+    }
+    return KL_OK;
+}
+
 kl_status kl_model_cuda_logits(kl_model_cuda *m, int row0, int rows, float *logits) {
     const int N = m->B * m->T, C = m->s.C, V = m->s.V;
     if (!m->have_forward || row0 < 0 || rows < 0 || row0 + rows > N)
@@ -828,6 +877,11 @@ kl_status kl_model_cuda_loss(kl_model_cuda *m, const int32_t *targets, float z_l
 }
 kl_status kl_model_cuda_logits(kl_model_cuda *m, int row0, int rows, float *logits) {
     (void)m, (void)row0, (void)rows, (void)logits;
+    return no_cuda();
+}
+kl_status kl_model_cuda_tune(kl_model_cuda *m, int B, int T, const char *file, char *msg, size_t msg_size) {
+    (void)m, (void)B, (void)T, (void)file;
+    if (msg_size) msg[0] = '\0';
     return no_cuda();
 }
 kl_status kl_model_cuda_stage(kl_model_cuda *m, const int32_t *inputs, const int32_t *targets, int n_micro, int B,

@@ -27,6 +27,8 @@ typedef struct {
     int attention_backend;  /* a kl_attn_backend (attention_cuda.h); 0 = auto (cuDNN forward when it applies) */
     int bf16_master;        /* precision.master: bf16 — no FP32 master: the BF16 weights are the parameters */
     int no_graphs;          /* 1: launch every kernel eagerly instead of replaying per-layer CUDA graphs */
+    int gemm_tune;          /* kl_trainer_cuda_create runs kl_model_cuda_tune for its batch shape */
+    const char *gemm_tune_file; /* ... with this tuning file (NULL or "": choices last for this process only) */
 } kl_model_cuda_opts;
 
 /* Device-side buffers, for the optimizer step (train_cuda.c) and tests. The device layout puts every
@@ -105,6 +107,15 @@ kl_status kl_model_cuda_accumulate_staged(kl_model_cuda *m, int n_micro, int B, 
  * (may be NULL) is its count of targets that are not KL_IGNORE_INDEX. Else 0. Does not touch the device. */
 int kl_model_cuda_staged_holds(const kl_model_cuda *m, const int32_t *inputs, const int32_t *targets, int n_micro,
                                int B, int T, int64_t *n_valid);
+
+/* Chooses the GEMM algorithms of a (B, T) training step by timing (matmul_cuda.h, kl_gemm_ctx_set_timing):
+ * loads the choices remembered in `file` (may be NULL), runs one forward and backward eagerly on a synthetic batch
+ * with timing on, so every product not remembered times the candidates, zeroes the gradients it left, and saves
+ * the file when anything new was timed. The weights are not touched. Later steps of that shape use the chosen
+ * algorithms, also inside CUDA graphs. A tuning file that cannot be read or written is not an error: msg (a one-line
+ * summary for the log, e.g. "GEMM algorithms: 0 remembered, 27 timed (1.8 s), saved to F") says so, and a file that
+ * does not parse is left as it is. Waits for the device. */
+kl_status kl_model_cuda_tune(kl_model_cuda *m, int B, int T, const char *file, char *msg, size_t msg_size);
 
 /* How many per-layer CUDA graphs are captured (0 with no_graphs, or when capture failed: then *why says
  * so, else ""). */

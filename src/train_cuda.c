@@ -68,6 +68,7 @@ struct kl_trainer_cuda {
     int64_t sub_valid; /* its valid targets; 0: nothing was queued, finish counts the step as skipped */
     double sub_lr;
     int prestaged;     /* kl_trainer_cuda_prestage staged a batch (the model says whether it still holds it) */
+    char tune_msg[1024]; /* kl_model_cuda_tune's summary ("" when the GEMMs were not tuned) */
 };
 
 kl_status kl_trainer_cuda_create(kl_trainer_cuda **out, kl_model *cpu, const kl_trainer_opts *o,
@@ -86,6 +87,9 @@ kl_status kl_trainer_cuda_create(kl_trainer_cuda **out, kl_model *cpu, const kl_
     kl_adamw_range *ranges = NULL;
     if ((st = kl_model_cuda_create(&t->m, cpu, mo)) != KL_OK) goto fail;
     if ((st = kl_model_cuda_reserve(t->m, o->B, o->T, o->grad_accum)) != KL_OK) goto fail;
+    if (mo && mo->gemm_tune &&
+        (st = kl_model_cuda_tune(t->m, o->B, o->T, mo->gemm_tune_file, t->tune_msg, sizeof t->tune_msg)) != KL_OK)
+        goto fail;
     const kl_model_cuda_bufs *b = kl_model_cuda_buffers(t->m);
 
     /* parameter groups exactly as kl_trainer_init: decay on linear-layer matrices (and the untied head);
@@ -143,6 +147,7 @@ void kl_trainer_cuda_free(kl_trainer_cuda *t) {
 }
 
 kl_model_cuda *kl_trainer_cuda_model(kl_trainer_cuda *t) { return t->m; }
+const char *kl_trainer_cuda_tune_msg(const kl_trainer_cuda *t) { return t->tune_msg; }
 int64_t kl_trainer_cuda_steps(const kl_trainer_cuda *t) { return t->step; }
 int kl_trainer_cuda_bad_streak(const kl_trainer_cuda *t) { return t->bad_streak; }
 size_t kl_trainer_cuda_state_bytes(const kl_trainer_cuda *t) { return t->state_bytes; }
@@ -352,6 +357,10 @@ void kl_trainer_cuda_set_progress(kl_trainer_cuda *t, int64_t step, int bad_stre
 kl_model_cuda *kl_trainer_cuda_model(kl_trainer_cuda *t) {
     (void)t;
     return NULL;
+}
+const char *kl_trainer_cuda_tune_msg(const kl_trainer_cuda *t) {
+    (void)t;
+    return "";
 }
 int64_t kl_trainer_cuda_steps(const kl_trainer_cuda *t) {
     (void)t;

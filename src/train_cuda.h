@@ -24,7 +24,8 @@ typedef struct kl_trainer_cuda kl_trainer_cuda;
 kl_status kl_train_cuda_check_config(const kl_config *c);
 
 /* Uploads cpu's weights into a new GPU model (mo: device, memory limit; NULL = defaults), allocates the
- * activations for o->B x o->T x o->grad_accum and the AdamW state. os must be AdamW with FP32 state. */
+ * activations for o->B x o->T x o->grad_accum and the AdamW state, and with mo->gemm_tune chooses the GEMM
+ * algorithms for that shape (kl_model_cuda_tune). os must be AdamW with FP32 state. */
 kl_status kl_trainer_cuda_create(kl_trainer_cuda **out, kl_model *cpu, const kl_trainer_opts *o,
                                  const kl_opt_settings *os, const kl_schedule *sched, const kl_model_cuda_opts *mo);
 void kl_trainer_cuda_free(kl_trainer_cuda *t);
@@ -71,6 +72,8 @@ uint64_t kl_trainer_cuda_backward_passes(const kl_trainer_cuda *t);
 void kl_trainer_cuda_set_progress(kl_trainer_cuda *t, int64_t step, int bad_streak, uint64_t backward_passes);
 
 kl_model_cuda *kl_trainer_cuda_model(kl_trainer_cuda *t);
+/* The GEMM tuning summary of kl_trainer_cuda_create (mo->gemm_tune; kl_model_cuda_tune), "" without. */
+const char *kl_trainer_cuda_tune_msg(const kl_trainer_cuda *t);
 int64_t kl_trainer_cuda_steps(const kl_trainer_cuda *t);     /* optimizer steps completed */
 int kl_trainer_cuda_bad_streak(const kl_trainer_cuda *t);
 size_t kl_trainer_cuda_state_bytes(const kl_trainer_cuda *t); /* AdamW moments on the device */

@@ -38,6 +38,40 @@ static kl_status make_dirs(const char *path) {
     return KL_OK;
 }
 
+/* train.gemm_tune as a tuning file for the GPU trainer: "" for off, the path given, or for auto gemm_tune.txt in
+ * $KILN_CACHE_DIR, else $XDG_CACHE_HOME/kiln, else $HOME/.cache/kiln (created). Without any of them, or when the
+ * folder cannot be made, "" with tune still on: the choices then last for this run only, and *note says why. */
+static void gemm_tune_file(const kl_config *c, int *tune, char *file, size_t n, char *note, size_t note_n) {
+    file[0] = note[0] = '\0';
+    *tune = strcmp(c->train.gemm_tune, "off") != 0;
+    if (!*tune) return;
+    if (strcmp(c->train.gemm_tune, "auto") != 0) {
+        snprintf(file, n, "%s", c->train.gemm_tune);
+        return;
+    }
+    const char *kc = getenv("KILN_CACHE_DIR"), *xdg = getenv("XDG_CACHE_HOME"), *home = getenv("HOME");
+    char dir[KL_CFG_PATH_MAX];
+    if (kc && *kc)
+        snprintf(dir, sizeof dir, "%s", kc);
+    else if (xdg && *xdg)
+        snprintf(dir, sizeof dir, "%s/kiln", xdg);
+    else if (home && *home)
+        snprintf(dir, sizeof dir, "%s/.cache/kiln", home);
+    else {
+        snprintf(note, note_n, "no cache folder (KILN_CACHE_DIR, XDG_CACHE_HOME and HOME are unset)");
+        return;
+    }
+    if (make_dirs(dir) != KL_OK) {
+        snprintf(note, note_n, "%s", kl_last_error());
+        kl_clear_error();
+        return;
+    }
+    if ((size_t)snprintf(file, n, "%s/gemm_tune.txt", dir) >= n) {
+        snprintf(note, note_n, "cache folder path too long: %s", dir);
+        file[0] = '\0';
+    }
+}
+
 static kl_status open_loader(kl_loader **l, const kl_config *c, const char *files, int eval, int vocab) {
     kl_loader_opts o = {0};
     o.source = c->data.source == KL_CFG_DATA_SYNTHETIC ? KL_DATA_SYNTHETIC : KL_DATA_FILES;
@@ -267,7 +301,13 @@ kl_status kl_train_run(const kl_config *c) {
         mo.head_chunk_rows = (int)c->memory.lm_head_rows;
         mo.bf16_master = c->precision.master == KL_CFG_MASTER_BF16;
         mo.no_graphs = !c->train.cuda_graphs;
+        char tune_file[KL_CFG_PATH_MAX + 32], tune_note[KL_CFG_PATH_MAX + 64];
+        gemm_tune_file(c, &mo.gemm_tune, tune_file, sizeof tune_file, tune_note, sizeof tune_note);
+        mo.gemm_tune_file = tune_file;
         if ((st = kl_trainer_cuda_create(&gpu, model, &to, &os, &sched, &mo)) != KL_OK) goto done;
+        if (kl_trainer_cuda_tune_msg(gpu)[0])
+            printf("kiln train: %s%s%s\n", kl_trainer_cuda_tune_msg(gpu), tune_note[0] ? "; not remembered: " : "",
+                   tune_note);
     } else if ((st = kl_trainer_init(&tr, model, &to, &os, &sched)) != KL_OK) {
         goto done;
     }

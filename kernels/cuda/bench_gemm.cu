@@ -1,7 +1,9 @@
-// bench_gemm.cu — kl_bench_gemm (kernels/bench_gemm.h): times the cuBLASLt linear layers at Qwen2.5-0.5B's shapes
-// (16384 tokens; forward, dinp and dw GEMMs each) and causal GQA attention forward/backward (B=16, T=1024, NH=14,
-// NKV=2, HS=64) through cuDNN (when it takes the forward) and the own kernels; reports TFLOP/s against the H200's
-// measured 790 TFLOP/s BF16 dense bound. Inputs are random (zeros would run faster than real data).
+// bench_gemm.cu — kl_bench_gemm (kernels/bench_gemm.h): times the cuBLASLt linear layers at Qwen2.5-0.5B's and
+// -1.5B's shapes (16384 tokens; forward, dinp and dw GEMMs each) and causal GQA attention forward/backward (B=16,
+// T=1024; 14/2 heads of 64 and 12/2 heads of 128) through cuDNN (when it takes the shape) and the own kernels;
+// reports TFLOP/s against the H200's measured 790 TFLOP/s BF16 dense bound. The GEMMs run with cuBLASLt's first
+// choice and again with the timed choice (matmul_cuda.h, kl_gemm_ctx_set_timing). Inputs are random (zeros would
+// run faster than real data).
 #include <cuda_runtime.h>
 
 #include <stdio.h>
@@ -91,7 +93,8 @@ struct Linear {
     bool bias;
 };
 
-kl_status bench_linear(Report &rep, kl_gemm_ctx *ctx, Timer &t, const Linear &L) {
+// `tag` follows each row's name: the contexts differ in how they choose algorithms.
+kl_status bench_linear(Report &rep, kl_gemm_ctx *ctx, Timer &t, const Linear &L, const char *tag) {
     Dev<kl_bf16> inp, w, b, out, dout, dinp;
     Dev<float> dw;
     const size_t nin = (size_t)L.N * L.IC, nw = (size_t)L.OC * L.IC, nout = (size_t)L.N * L.OC;
@@ -114,18 +117,18 @@ kl_status bench_linear(Report &rep, kl_gemm_ctx *ctx, Timer &t, const Linear &L)
     const kl_bf16 *bias = L.bias ? b.p : nullptr;
     KL_TRY(time_ms(t, [&] { return kl_matmul_forward_cuda(ctx, out.p, inp.p, w.p, bias, L.N, L.IC, L.OC, nullptr); }, 3,
                    20, &ms));
-    rep.row((std::string(L.name) + " fwd").c_str(), shape, flop, ms);
+    rep.row((std::string(L.name) + " fwd" + tag).c_str(), shape, flop, ms);
     KL_TRY(time_ms(t, [&] { return kl_matmul_backward_cuda(ctx, dinp.p, nullptr, nullptr, dout.p, inp.p, w.p, L.N, L.IC,
                                                           L.OC, nullptr); }, 3, 20, &ms));
-    rep.row((std::string(L.name) + " dinp").c_str(), shape, flop, ms);
+    rep.row((std::string(L.name) + " dinp" + tag).c_str(), shape, flop, ms);
     KL_TRY(time_ms(t, [&] { return kl_matmul_backward_cuda(ctx, nullptr, dw.p, nullptr, dout.p, inp.p, w.p, L.N, L.IC,
                                                           L.OC, nullptr); }, 3, 20, &ms));
-    rep.row((std::string(L.name) + " dw (+=, FP32)").c_str(), shape, flop, ms);
+    rep.row((std::string(L.name) + " dw +=" + tag).c_str(), shape, flop, ms);
     return KL_OK;
 }
 
-kl_status bench_attention(Report &rep, Timer &t, kl_attn_backend backend, const char *label) {
-    const int B = 16, T = 1024, NH = 14, NKV = 2, HS = 64;
+kl_status bench_attention(Report &rep, Timer &t, kl_attn_backend backend, const char *label, int NH, int NKV, int HS) {
+    const int B = 16, T = 1024;
     kl_attention_ctx *ctx = nullptr;
     KL_TRY(kl_attention_ctx_create(&ctx, backend));
     struct Guard {
@@ -177,24 +180,42 @@ extern "C" kl_status kl_bench_gemm(FILE *out) {
     KL_CUDA_CHECK(cudaEventCreate(&t.b));
     Dev<char> ws;
     KL_TRY(ws.alloc(KL_GEMM_WORKSPACE_BYTES));
-    kl_gemm_ctx *ctx = nullptr;
+    // each product twice: with cuBLASLt's first choice, and with the fastest candidate (the context times them
+    // on the untimed warm-up calls)
+    kl_gemm_ctx *ctx = nullptr, *timed = nullptr;
     KL_TRY(kl_gemm_ctx_create(&ctx, ws.p, KL_GEMM_WORKSPACE_BYTES));
-    const int N = 16384;
-    // Qwen2.5-0.5B: hidden 896, 14 query + 2 kv heads of 64 (qkv 1152, with bias), MLP 4864 (gate+up fused 9728),
-    // vocabulary 151936 (LM head in chunks of 2048 tokens)
-    const Linear layers[] = {
-        {"qkv", N, 896, 1152, true},       {"attn out", N, 896, 896, false},   {"mlp gate+up", N, 896, 9728, false},
-        {"mlp down", N, 4864, 896, false}, {"lm head chunk", 2048, 896, 151936, false},
+    const kl_status sc = kl_gemm_ctx_create(&timed, ws.p, KL_GEMM_WORKSPACE_BYTES);
+    if (sc != KL_OK) {
+        kl_gemm_ctx_destroy(ctx);
+        return sc;
+    }
+    kl_gemm_ctx_set_timing(timed, 1);
+    // Qwen2.5-0.5B and -1.5B at 16 x 1024 tokens: qkv with bias (query heads + 2 kv heads), attention output,
+    // MLP gate+up fused, MLP down, the LM head over the vocabulary 151936 as training runs it (one chunk)
+    struct Model {
+        const char *name;
+        int C, F, NH, NKV, HS;
     };
+    const Model models[] = {{"0.5B", 896, 4864, 14, 2, 64}, {"1.5B", 1536, 8960, 12, 2, 128}};
+    const int N = 16384;
     kl_status s = KL_OK;
-    for (const Linear &L : layers) {
-        s = bench_linear(rep, ctx, t, L);
-        if (s != KL_OK) break;
+    for (const Model &M : models) {
+        fprintf(out, " Qwen2.5-%s shapes\n", M.name);
+        const Linear layers[] = {
+            {"qkv", N, M.C, (M.NH + 2 * M.NKV) * M.HS, true}, {"attn out", N, M.NH * M.HS, M.C, false},
+            {"mlp gate+up", N, M.C, 2 * M.F, false},          {"mlp down", N, M.F, M.C, false},
+            {"lm head", N, M.C, 151936, false},
+        };
+        for (const Linear &L : layers) {
+            if (s == KL_OK) s = bench_linear(rep, ctx, t, L, "");
+            if (s == KL_OK) s = bench_linear(rep, timed, t, L, " [timed]");
+        }
+        if (s == KL_OK) s = bench_attention(rep, t, KL_ATTN_AUTO, "auto", M.NH, M.NKV, M.HS);
+        if (s == KL_OK) s = bench_attention(rep, t, KL_ATTN_OWN, "own", M.NH, M.NKV, M.HS);
     }
     kl_gemm_ctx_destroy(ctx);
+    kl_gemm_ctx_destroy(timed);
     KL_TRY(s);
-    KL_TRY(bench_attention(rep, t, KL_ATTN_AUTO, "auto"));
-    KL_TRY(bench_attention(rep, t, KL_ATTN_OWN, "own"));
     for (const std::string &j : rep.json) fprintf(out, "%s\n", j.c_str());
     return KL_OK;
 }

@@ -1,19 +1,25 @@
 // matmul.cu — the linear layer in BF16 on the GPU (kernels/matmul_cuda.h): cuBLASLt products with a per-context
-// cache of descriptors, layouts and heuristic choices; a small own tiled kernel for shapes cuBLASLt declines
-// (and for tests); the deterministic two-pass dbias column sum. Row-major kiln tensors are handed to the
+// cache of descriptors, layouts and algorithms (the heuristic's first choice, or the fastest of its candidates
+// when timed, remembered in a tuning file); a small own tiled kernel for shapes cuBLASLt declines (and for
+// tests); the deterministic two-pass dbias column sum. Row-major kiln tensors are handed to the
 // column-major BLAS as their transposes, so forward is the "TN" product out^T = w . inp^T.
 #include <cublasLt.h>
 #include <cuda_bf16.h>
 #include <cuda_runtime.h>
 
+#include <errno.h>
 #include <stdint.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "cuda_check.cuh"
 #include "matmul_cuda.h"
 
 #define KL_GEMM_CACHE_SIZE 128
+#define KL_GEMM_CANDIDATES 8  // the heuristic's candidates a plan keeps for timing (cuBLAS 13 offers up to 8)
+#define KL_GEMM_TUNED_MAX 256 // remembered choices
 
 // Everything a cached plan depends on. All int32 so that memcmp compares no padding.
 struct gemm_key {
@@ -29,6 +35,15 @@ struct gemm_plan {
     cublasLtMatmulDesc_t desc;
     cublasLtMatrixLayout_t la, lb, ld;
     cublasLtMatmulAlgo_t algo;
+    cublasLtMatmulAlgo_t cand[KL_GEMM_CANDIDATES];  // the heuristic's valid candidates, best guess first
+    int n_cand;
+    int timing_pending;  // to be timed on its first run (the context was timing when the plan was built)
+};
+
+// A remembered choice: the rank, among the heuristic's valid candidates, of the algorithm to run for `key`.
+struct tuned_choice {
+    gemm_key key;
+    int32_t rank;
 };
 
 struct kl_gemm_ctx {
@@ -36,8 +51,12 @@ struct kl_gemm_ctx {
     void *ws;
     size_t ws_bytes;
     int force_fallback;
+    int timing;           // kl_gemm_ctx_set_timing: plans built now time their candidates on their first run
     int next_evict;
     kl_gemm_stats stats;
+    char device_sig[192]; // the GPU, cuBLASLt version and workspace the choices hold for (tuning files)
+    int n_tuned;
+    tuned_choice tuned[KL_GEMM_TUNED_MAX];
     gemm_plan cache[KL_GEMM_CACHE_SIZE];
 };
 
@@ -156,8 +175,15 @@ static kl_status plan_descriptors(const gemm_key *key, const void *bias, gemm_pl
     return KL_OK;
 }
 
-// Asks the heuristic for the best algorithm that fits the workspace and the operands' alignments. No algorithm
-// is not an error: the plan then routes the shape to the own kernel.
+static const tuned_choice *tuned_find(const kl_gemm_ctx *ctx, const gemm_key *key) {
+    for (int i = 0; i < ctx->n_tuned; i++)
+        if (memcmp(&ctx->tuned[i].key, key, sizeof *key) == 0) return &ctx->tuned[i];
+    return NULL;
+}
+
+// Asks the heuristic for its candidates that fit the workspace and the operands' alignments and takes the
+// remembered choice for this key, else the first. No algorithm is not an error: the plan then routes the shape
+// to the own kernel.
 static kl_status plan_choose(kl_gemm_ctx *ctx, cublasLtMatmulPreference_t pref, gemm_plan *p) {
     const gemm_key *key = &p->key;
     const uint64_t ws = ctx->ws_bytes;
@@ -177,18 +203,21 @@ static kl_status plan_choose(kl_gemm_ctx *ctx, cublasLtMatmulPreference_t pref, 
                                                          sizeof al_d));
     KL_CUBLAS_CHECK(cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_D_BYTES, &al_d,
                                                          sizeof al_d));
-    cublasLtMatmulHeuristicResult_t res[4];
+    cublasLtMatmulHeuristicResult_t res[KL_GEMM_CANDIDATES];
     int nres = 0;
-    const cublasStatus_t hs =
-        cublasLtMatmulAlgoGetHeuristic(ctx->lt, p->desc, p->la, p->lb, p->ld, p->ld, pref, 4, res, &nres);
+    const cublasStatus_t hs = cublasLtMatmulAlgoGetHeuristic(ctx->lt, p->desc, p->la, p->lb, p->ld, p->ld, pref,
+                                                              KL_GEMM_CANDIDATES, res, &nres);
     p->use_fallback = 1;
     if (hs != CUBLAS_STATUS_SUCCESS) return KL_OK;  // typically NOT_SUPPORTED for this shape/alignment
     for (int i = 0; i < nres; i++)
-        if (res[i].state == CUBLAS_STATUS_SUCCESS && res[i].workspaceSize <= ctx->ws_bytes) {
-            p->algo = res[i].algo;
-            p->use_fallback = 0;
-            break;
-        }
+        if (res[i].state == CUBLAS_STATUS_SUCCESS && res[i].workspaceSize <= ctx->ws_bytes)
+            p->cand[p->n_cand++] = res[i].algo;
+    if (p->n_cand == 0) return KL_OK;
+    p->use_fallback = 0;
+    const tuned_choice *t = tuned_find(ctx, key);
+    p->algo = p->cand[t && t->rank < p->n_cand ? t->rank : 0];
+    if (t) ctx->stats.remembered_shapes++;
+    p->timing_pending = ctx->timing && !t && p->n_cand > 1;
     return KL_OK;
 }
 
@@ -248,6 +277,24 @@ static kl_status cache_get(kl_gemm_ctx *ctx, const gemm_key *key, const void *bi
 
 // ---- context ---------------------------------------------------------------------------------------------------
 
+// What a remembered choice holds for: the candidates' ranks depend on the GPU, the library and the workspace.
+static void set_device_sig(kl_gemm_ctx *ctx) {
+    int dev = 0, major = 0, minor = 0, sms = 0;
+    cudaDeviceProp prop;
+    if (cudaGetDevice(&dev) != cudaSuccess || cudaGetDeviceProperties(&prop, dev) != cudaSuccess) {
+        cudaGetLastError();
+        snprintf(prop.name, sizeof prop.name, "unknown GPU");
+    }
+    cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, dev);
+    cudaDeviceGetAttribute(&minor, cudaDevAttrComputeCapabilityMinor, dev);
+    cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev);
+    cudaGetLastError();
+    snprintf(ctx->device_sig, sizeof ctx->device_sig, "%s, sm_%d%d, %d SMs, cuBLASLt %zu, workspace %zu", prop.name,
+             major, minor, sms, cublasLtGetVersion(), ctx->ws_bytes);
+    for (char *c = ctx->device_sig; *c; c++)
+        if (*c == '\t' || *c == '\n') *c = ' ';
+}
+
 extern "C" kl_status kl_gemm_ctx_create(kl_gemm_ctx **out, void *workspace, size_t workspace_bytes) {
     *out = NULL;
     kl_gemm_ctx *ctx = (kl_gemm_ctx *)kl_calloc(1, sizeof *ctx, "GEMM context");
@@ -259,6 +306,7 @@ extern "C" kl_status kl_gemm_ctx_create(kl_gemm_ctx **out, void *workspace, size
     }
     ctx->ws = workspace;
     ctx->ws_bytes = workspace ? workspace_bytes : 0;
+    set_device_sig(ctx);
     *out = ctx;
     return KL_OK;
 }
@@ -274,12 +322,166 @@ extern "C" kl_status kl_gemm_ctx_set_workspace(kl_gemm_ctx *ctx, void *workspace
     cache_clear(ctx);
     ctx->ws = workspace;
     ctx->ws_bytes = workspace ? workspace_bytes : 0;
+    set_device_sig(ctx);
+    ctx->n_tuned = 0;  // the candidates depend on the workspace size
     return KL_OK;
 }
 
 extern "C" void kl_gemm_ctx_force_fallback(kl_gemm_ctx *ctx, int on) { ctx->force_fallback = on != 0; }
 
 extern "C" kl_gemm_stats kl_gemm_ctx_stats(const kl_gemm_ctx *ctx) { return ctx->stats; }
+
+// ---- tuning: the fastest of the heuristic's candidates, remembered -------------------------------------------
+
+extern "C" void kl_gemm_ctx_set_timing(kl_gemm_ctx *ctx, int on) { ctx->timing = on != 0; }
+
+static kl_status gemm_run(kl_gemm_ctx *ctx, gemm_plan *p, float alpha, const void *A, const void *B, float beta,
+                          void *D, const void *bias, cudaStream_t st);
+
+// Times each candidate on the call's own operands (two rounds of one warm-up and three timed runs; each
+// candidate's faster round counts) and keeps the fastest, unless it beats the heuristic's first choice by less
+// than 2%: within the noise the heuristic's choice stays. Writes D several times (and accumulates into it when
+// beta != 0): the caller times only when the outputs are scratch. Skipped while the stream is being captured.
+static kl_status time_candidates(kl_gemm_ctx *ctx, gemm_plan *p, float alpha, const void *A, const void *B,
+                                 float beta, void *D, const void *bias, cudaStream_t st) {
+    p->timing_pending = 0;
+    cudaStreamCaptureStatus cs = cudaStreamCaptureStatusNone;
+    KL_CUDA_CHECK(cudaStreamIsCapturing(st, &cs));
+    if (cs != cudaStreamCaptureStatusNone) return KL_OK;
+    cudaEvent_t ev[2];
+    KL_CUDA_CHECK(cudaEventCreate(&ev[0]));
+    if (cudaEventCreate(&ev[1]) != cudaSuccess) {
+        cudaEventDestroy(ev[0]);
+        KL_CUDA_CHECK(cudaGetLastError());
+    }
+    float best_ms[KL_GEMM_CANDIDATES];
+    kl_status s = KL_OK;
+    for (int round = 0; round < 2 && s == KL_OK; round++)
+        for (int c = 0; c < p->n_cand && s == KL_OK; c++) {
+            p->algo = p->cand[c];
+            for (int r = 0; r < 4 && s == KL_OK; r++) {
+                if (r == 1 && cudaEventRecord(ev[0], st) != cudaSuccess)
+                    s = kl_error(KL_ERR_INTERNAL, "gemm tuning: %s", cudaGetErrorString(cudaGetLastError()));
+                if (s == KL_OK) s = gemm_run(ctx, p, alpha, A, B, beta, D, bias, st);
+            }
+            float ms = 0.f;
+            if (s == KL_OK && (cudaEventRecord(ev[1], st) != cudaSuccess || cudaEventSynchronize(ev[1]) != cudaSuccess ||
+                               cudaEventElapsedTime(&ms, ev[0], ev[1]) != cudaSuccess))
+                s = kl_error(KL_ERR_INTERNAL, "gemm tuning: timing m=%d n=%d k=%d: %s", p->key.m, p->key.n, p->key.k,
+                             cudaGetErrorString(cudaGetLastError()));
+            if (s == KL_OK && (round == 0 || ms < best_ms[c])) best_ms[c] = ms;
+        }
+    cudaEventDestroy(ev[0]);
+    cudaEventDestroy(ev[1]);
+    KL_TRY(s);
+    int best = 0;
+    for (int c = 1; c < p->n_cand; c++)
+        if (best_ms[c] < best_ms[best]) best = c;
+    if (best_ms[best] > 0.98f * best_ms[0]) best = 0;
+    p->algo = p->cand[best];
+    ctx->stats.timed_shapes++;
+    if (ctx->n_tuned < KL_GEMM_TUNED_MAX) ctx->tuned[ctx->n_tuned++] = tuned_choice{p->key, best};
+    return KL_OK;
+}
+
+// Tuning files: a header line, then one line per choice: the device signature, a tab, the key's 15 fields, a tab,
+// the rank. Lines of other devices, libraries or workspace sizes are kept as they are when the file is rewritten.
+static const char kTuneHeader[] = "kiln gemm tuning v1";
+enum { KEY_FIELDS = sizeof(gemm_key) / sizeof(int32_t) };
+
+static bool parse_choice(char *line, char **sig, tuned_choice *c) {
+    char *tab1 = strchr(line, '\t');
+    if (!tab1) return false;
+    char *tab2 = strchr(tab1 + 1, '\t');
+    if (!tab2) return false;
+    *tab1 = *tab2 = '\0';
+    *sig = line;
+    int32_t *f = (int32_t *)&c->key;
+    char *q = tab1 + 1, *end;
+    for (int i = 0; i < KEY_FIELDS; i++) {
+        const long v = strtol(q, &end, 10);
+        if (end == q || v < 0 || v > INT32_MAX) return false;
+        f[i] = (int32_t)v;
+        q = end;
+    }
+    while (*q == ' ') q++;
+    if (*q) return false;
+    const long r = strtol(tab2 + 1, &end, 10);
+    while (*end == ' ' || *end == '\r' || *end == '\n') end++;
+    if (end == tab2 + 1 || *end || r < 0 || r >= KL_GEMM_CANDIDATES) return false;
+    c->rank = (int32_t)r;
+    return true;
+}
+
+extern "C" kl_status kl_gemm_ctx_load_tuning(kl_gemm_ctx *ctx, const char *path, int *n_loaded) {
+    if (n_loaded) *n_loaded = 0;
+    FILE *f = fopen(path, "r");
+    if (!f) return KL_OK;  // nothing remembered yet
+    char line[1024];
+    int lineno = 0, n = 0;
+    kl_status s = KL_OK;
+    while (fgets(line, sizeof line, f)) {
+        lineno++;
+        if (lineno == 1) {
+            if (strncmp(line, kTuneHeader, sizeof kTuneHeader - 1) != 0)
+                s = kl_error(KL_ERR_INVALID, "%s:1: not a kiln GEMM tuning file (expected \"%s\")", path, kTuneHeader);
+            if (s != KL_OK) break;
+            continue;
+        }
+        char *sig;
+        tuned_choice c;
+        if (!parse_choice(line, &sig, &c)) {
+            s = kl_error(KL_ERR_INVALID, "%s:%d: expected <device>\\t<%d key fields>\\t<rank 0-%d>", path, lineno,
+                         (int)KEY_FIELDS, KL_GEMM_CANDIDATES - 1);
+            break;
+        }
+        if (strcmp(sig, ctx->device_sig) != 0 || tuned_find(ctx, &c.key) || ctx->n_tuned >= KL_GEMM_TUNED_MAX) continue;
+        ctx->tuned[ctx->n_tuned++] = c;
+        n++;
+    }
+    fclose(f);
+    if (s != KL_OK) return s;
+    cache_clear(ctx);  // cached plans pick the loaded choices up when rebuilt
+    if (n_loaded) *n_loaded = n;
+    return KL_OK;
+}
+
+extern "C" kl_status kl_gemm_ctx_save_tuning(kl_gemm_ctx *ctx, const char *path) {
+    char tmp[4096];
+    if (snprintf(tmp, sizeof tmp, "%s.tmp.%d.%p", path, (int)getpid(), (void *)ctx) >= (int)sizeof tmp)
+        return kl_error(KL_ERR_INVALID, "gemm tuning: path too long: %s", path);
+    FILE *out = fopen(tmp, "w");
+    if (!out) return kl_error(KL_ERR_IO, "gemm tuning: cannot write %s: %s", tmp, strerror(errno));
+    fprintf(out, "%s\n", kTuneHeader);
+    FILE *old = fopen(path, "r");  // keep other devices' lines (and this device's lines for keys not held here)
+    if (old) {
+        char line[1024], copy[1024];
+        int lineno = 0;
+        while (fgets(line, sizeof line, old)) {
+            if (lineno++ == 0) continue;
+            memcpy(copy, line, sizeof line);
+            char *sig;
+            tuned_choice c;
+            if (!parse_choice(copy, &sig, &c)) continue;  // an unreadable line is dropped
+            if (strcmp(sig, ctx->device_sig) == 0 && tuned_find(ctx, &c.key)) continue;
+            fputs(line, out);
+        }
+        fclose(old);
+    }
+    for (int i = 0; i < ctx->n_tuned; i++) {
+        fprintf(out, "%s\t", ctx->device_sig);
+        const int32_t *f = (const int32_t *)&ctx->tuned[i].key;
+        for (int j = 0; j < KEY_FIELDS; j++) fprintf(out, j ? " %d" : "%d", (int)f[j]);
+        fprintf(out, "\t%d\n", (int)ctx->tuned[i].rank);
+    }
+    const bool ok = fflush(out) == 0 && fsync(fileno(out)) == 0;
+    if (fclose(out) != 0 || !ok || rename(tmp, path) != 0) {
+        const int e = errno;
+        unlink(tmp);
+        return kl_error(KL_ERR_IO, "gemm tuning: cannot write %s: %s", path, strerror(e));
+    }
+    return KL_OK;
+}
 
 // ---- the general product ---------------------------------------------------------------------------------------
 
@@ -343,6 +545,7 @@ extern "C" kl_status kl_gemm_bf16_cuda(kl_gemm_ctx *ctx, int transa, int transb,
         ctx->stats.fallback_calls++;
         return gemm_fallback(&key, alpha, A, B, beta, D, bias, st);
     }
+    if (p->timing_pending) KL_TRY(time_candidates(ctx, p, alpha, A, B, beta, D, bias, st));
     const kl_status s = gemm_run(ctx, p, alpha, A, B, beta, D, bias, st);
     if (s) return kl_error_context(s, "gemm m=%d n=%d k=%d", m, n, k);
     ctx->stats.cublaslt_calls++;

@@ -253,3 +253,69 @@ TEST(MatmulCuda, RejectsNegativeSizesWithMessage) {
     EXPECT_EQ(kl_matmul_forward_cuda(ctx.get(), nullptr, nullptr, nullptr, nullptr, -1, 4, 4, nullptr), KL_ERR_INVALID);
     EXPECT_NE(std::string(kl_last_error()).find("N=-1"), std::string::npos) << kl_last_error();
 }
+
+// Timing: a product timed in a context that is timing still computes the right output (the chosen candidate's
+// last run is the real call), the choice is saved to a tuning file, and a fresh context that loads it plans the
+// same algorithm without timing: its output equals the first context's bit for bit. Saving keeps other devices'
+// lines; malformed files are refused with the line number.
+TEST(MatmulCuda, TimedChoiceIsCorrectRememberedAndReloaded) {
+    SKIP_WITHOUT_GPU();
+    const int N = 1024, IC = 768, OC = 1536;  // large enough that cuBLASLt offers several candidates
+    const uint64_t seed = kltest::fresh_seed("matmul tuning");
+    std::vector<float> inp = bf16_uniform((size_t)N * IC, seed), w = bf16_uniform((size_t)OC * IC, seed + 1);
+    DevBuf<kl_bf16> d_inp(inp.size()), d_w(w.size()), d_out((size_t)N * OC);
+    d_inp.upload(to_bf16(inp));
+    d_w.upload(to_bf16(w));
+    const std::string dir = kltest::make_temp_dir("gemm_tune"), file = dir + "/tune.txt";
+    // another device's line, which a save must keep
+    const std::string foreign = "Some Other GPU, sm_80, 108 SMs, cuBLASLt 1, workspace 0\t"
+                                "1 0 8 8 8 8 8 8 0 0 0 16 16 16 0\t3\n";
+    {
+        FILE *f = fopen(file.c_str(), "w");
+        ASSERT_NE(f, nullptr);
+        fprintf(f, "kiln gemm tuning v1\n%s", foreign.c_str());
+        fclose(f);
+    }
+    std::vector<kl_bf16> out[2];
+    for (int c = 0; c < 2; c++) {
+        GemmCtx ctx;
+        int loaded = -1;
+        ASSERT_EQ(kl_gemm_ctx_load_tuning(ctx.get(), file.c_str(), &loaded), KL_OK) << kl_last_error();
+        EXPECT_EQ(loaded, c) << "the first context finds only the foreign line, the second its own choice";
+        kl_gemm_ctx_set_timing(ctx.get(), 1);
+        ASSERT_EQ(kl_matmul_forward_cuda(ctx.get(), d_out.p, d_inp.p, d_w.p, nullptr, N, IC, OC, nullptr), KL_OK)
+            << kl_last_error();
+        out[c] = d_out.download();
+        EXPECT_EQ(kl_gemm_ctx_stats(ctx.get()).timed_shapes, c == 0 ? 1 : 0) << "context " << c;
+        if (c == 0) ASSERT_EQ(kl_gemm_ctx_save_tuning(ctx.get(), file.c_str()), KL_OK) << kl_last_error();
+    }
+    std::vector<float> ref((size_t)N * OC);
+    kl_matmul_forward_cpu(ref.data(), inp.data(), w.data(), nullptr, N, IC, OC);
+    std::string rep;
+    std::vector<float> got = to_f32(out[0]);
+    EXPECT_TRUE(kltest::all_close(got.data(), ref.data(), got.size(), kBf16Rtol, accum_atol(IC, 1.0), &rep)) << rep;
+    EXPECT_EQ(0, memcmp(out[0].data(), out[1].data(), out[0].size() * sizeof(kl_bf16)));
+    const std::string text = kltest::read_file(file);
+    EXPECT_EQ(text.rfind("kiln gemm tuning v1\n", 0), 0u) << text;
+    EXPECT_NE(text.find(foreign), std::string::npos) << "the other device's line was lost:\n" << text;
+
+    // malformed: a bad line names the file and line; a file of something else is refused at line 1
+    const std::string bad = dir + "/bad.txt", other = dir + "/other.txt";
+    {
+        FILE *f = fopen(bad.c_str(), "w");
+        fprintf(f, "kiln gemm tuning v1\n%sgarbage without tabs\n", foreign.c_str());
+        fclose(f);
+        f = fopen(other.c_str(), "w");
+        fprintf(f, "model:\n  arch: qwen2\n");
+        fclose(f);
+    }
+    GemmCtx ctx;
+    EXPECT_EQ(kl_gemm_ctx_load_tuning(ctx.get(), bad.c_str(), nullptr), KL_ERR_INVALID);
+    EXPECT_NE(std::string(kl_last_error()).find("bad.txt:3:"), std::string::npos) << kl_last_error();
+    EXPECT_EQ(kl_gemm_ctx_load_tuning(ctx.get(), other.c_str(), nullptr), KL_ERR_INVALID);
+    EXPECT_NE(std::string(kl_last_error()).find("other.txt:1: not a kiln GEMM tuning file"), std::string::npos)
+        << kl_last_error();
+    int loaded = -1;
+    EXPECT_EQ(kl_gemm_ctx_load_tuning(ctx.get(), (dir + "/missing.txt").c_str(), &loaded), KL_OK);
+    EXPECT_EQ(loaded, 0);
+}

@@ -588,3 +588,95 @@ TEST(TrainCudaBench, Qwen05bStepPhases) {
     kl_trainer_cuda_free(t);
     kl_model_free(cpu);
 }
+
+// kl_model_cuda_tune: leaves the weights as they were and the gradients at zero, times the products of the
+// step's shape and saves them; a second model loading the file times nothing and, running the same
+// algorithms, accumulates gradients equal to the first model's bit for bit.
+TEST(ModelCuda, GemmTuningKeepsTheModelAndRepeatsThroughTheFile) {
+    SKIP_WITHOUT_GPU();
+    kl_model *cpu = fixture_model("qwen3_headdim");
+    ASSERT_NE(cpu, nullptr);
+    const int V = kl_model_get_shape(cpu)->V, B = 2, T = 24, N = B * T;
+    std::vector<float> u = kltest::random_uniform((size_t)2 * N, 0.f, 1.f, kltest::fresh_seed("ModelCuda.Tune"));
+    std::vector<int32_t> in(N), tg(N);
+    for (int i = 0; i < N; i++) {
+        in[i] = (int32_t)(u[i] * V) % V;
+        tg[i] = (int32_t)(u[N + i] * V) % V;
+    }
+    const std::string file = kltest::make_temp_dir("model_tune") + "/tune.txt";
+    const size_t P = kl_model_num_params(cpu);
+    std::vector<float> g[2], w(P);
+    for (int k = 0; k < 2; k++) {
+        kl_model_cuda *m = nullptr;
+        ASSERT_EQ(kl_model_cuda_create(&m, cpu, nullptr), KL_OK) << kl_last_error();
+        char msg[1024];
+        ASSERT_EQ(kl_model_cuda_tune(m, B, T, file.c_str(), msg, sizeof msg), KL_OK) << kl_last_error();
+        printf("model %d: %s\n", k, msg);
+        if (k == 0) {
+            EXPECT_NE(std::string(msg).find(" timed ("), std::string::npos) << msg;
+            EXPECT_NE(std::string(msg).find("saved to"), std::string::npos) << msg;
+        } else {
+            EXPECT_EQ(std::string(msg).find("timed"), std::string::npos) << "the second model timed again: " << msg;
+        }
+        g[k].resize(P);
+        ASSERT_EQ(kl_model_cuda_download_grads(m, g[k].data()), KL_OK);
+        EXPECT_TRUE(std::all_of(g[k].begin(), g[k].end(), [](float x) { return x == 0.f; }))
+            << "the tuning pass left gradients behind";
+        kl_model *back = nullptr;
+        ASSERT_EQ(kl_model_create(&back, kl_model_get_shape(cpu)), KL_OK);
+        ASSERT_EQ(kl_model_cuda_download(m, back), KL_OK);
+        EXPECT_EQ(memcmp(kl_model_params(back), kl_model_params(cpu), P * sizeof(float)), 0) << "weights changed";
+        kl_model_free(back);
+        ASSERT_EQ(kl_model_cuda_accumulate(m, in.data(), tg.data(), 1, B, T, 0.f, 1.0f / N), KL_OK) << kl_last_error();
+        ASSERT_EQ(kl_model_cuda_download_grads(m, g[k].data()), KL_OK);
+        kl_model_cuda_free(m);
+    }
+    EXPECT_TRUE(std::any_of(g[0].begin(), g[0].end(), [](float x) { return x != 0.f; }));
+    EXPECT_EQ(memcmp(g[0].data(), g[1].data(), P * sizeof(float)), 0) << "the reloaded choices gave other gradients";
+    kl_model_free(cpu);
+}
+
+// `kiln train` with train.gemm_tune=FILE: the first run times and saves, the second only loads; their losses are
+// bit-identical. A file that is not a tuning file is left alone and the run still trains.
+TEST(TrainCuda, KilnTrainRemembersGemmTuningAndRepeatsLosses) {
+    SKIP_WITHOUT_GPU();
+    const std::string dir = kltest::make_temp_dir("train_tune"), tiny = kltest::kiln_source_dir() + "/configs/tiny.yaml";
+    const std::string file = dir + "/tune.txt";
+    std::string out[2], metrics[2];
+    for (int k = 0; k < 2; k++) {
+        const std::string run = dir + "/run" + std::to_string(k);
+        ASSERT_EQ(kltest::run_kiln("train '" + tiny + "' train.device=cuda train.steps=6 train.warmup_steps=1 log.every=1 "
+                                   "train.out_dir='" +
+                                   run + "' train.gemm_tune='" + file + "'", &out[k], dir), 0) << out[k];
+        metrics[k] = kltest::read_file(run + "/metrics.jsonl");
+    }
+    EXPECT_NE(out[0].find("GEMM algorithms: 0 remembered, "), std::string::npos) << out[0];
+    EXPECT_NE(out[0].find("saved to " + file), std::string::npos) << out[0];
+    EXPECT_NE(out[1].find(" remembered from " + file), std::string::npos) << out[1];
+    EXPECT_EQ(out[1].find("GEMM algorithms: 0 remembered"), std::string::npos) << out[1];
+    EXPECT_EQ(out[1].find(" timed ("), std::string::npos) << out[1];
+    auto losses = [](const std::string &m) {
+        std::vector<std::string> v;
+        for (size_t p = m.find("\"type\":\"step\""); p != std::string::npos; p = m.find("\"type\":\"step\"", p + 1)) {
+            const size_t q = m.find("\"loss\":", p);
+            v.push_back(m.substr(q, m.find(',', q) - q));
+        }
+        return v;
+    };
+    EXPECT_EQ(losses(metrics[0]).size(), 6u) << metrics[0];
+    EXPECT_EQ(losses(metrics[0]), losses(metrics[1]));
+
+    const std::string yaml = dir + "/not_tuning.yaml";
+    {
+        FILE *f = fopen(yaml.c_str(), "w");
+        fprintf(f, "model:\n  arch: qwen2\n");
+        fclose(f);
+    }
+    std::string o;
+    ASSERT_EQ(kltest::run_kiln("train '" + tiny + "' train.device=cuda train.steps=2 train.warmup_steps=1 "
+                               "train.out_dir='" + dir +
+                               "/run2' train.gemm_tune='" + yaml + "'", &o, dir), 0) << o;
+    EXPECT_NE(o.find("not saved, "), std::string::npos) << o;
+    EXPECT_NE(o.find("not a kiln GEMM tuning file"), std::string::npos) << o;
+    EXPECT_EQ(kltest::read_file(yaml), "model:\n  arch: qwen2\n") << "a file that is not a tuning file was overwritten";
+}

@@ -338,8 +338,9 @@ extern "C" void kl_gemm_ctx_set_timing(kl_gemm_ctx *ctx, int on) { ctx->timing =
 static kl_status gemm_run(kl_gemm_ctx *ctx, gemm_plan *p, float alpha, const void *A, const void *B, float beta,
                           void *D, const void *bias, cudaStream_t st);
 
-// Times each candidate on the call's own operands (two rounds of one warm-up and three timed runs; each
-// candidate's faster round counts) and keeps the fastest, unless it beats the heuristic's first choice by less
+// Times each candidate on the call's own operands (three rounds of one warm-up and three timed runs, in turns,
+// the middle round in reverse order so that a clock that drifts under the power cap favours no position; each
+// candidate's fastest round counts) and keeps the fastest, unless it beats the heuristic's first choice by less
 // than 2%: within the noise the heuristic's choice stays. Writes D several times (and accumulates into it when
 // beta != 0): the caller times only when the outputs are scratch. Skipped while the stream is being captured.
 static kl_status time_candidates(kl_gemm_ctx *ctx, gemm_plan *p, float alpha, const void *A, const void *B,
@@ -356,8 +357,9 @@ static kl_status time_candidates(kl_gemm_ctx *ctx, gemm_plan *p, float alpha, co
     }
     float best_ms[KL_GEMM_CANDIDATES];
     kl_status s = KL_OK;
-    for (int round = 0; round < 2 && s == KL_OK; round++)
-        for (int c = 0; c < p->n_cand && s == KL_OK; c++) {
+    for (int round = 0; round < 3 && s == KL_OK; round++)
+        for (int i = 0; i < p->n_cand && s == KL_OK; i++) {
+            const int c = round == 1 ? p->n_cand - 1 - i : i;
             p->algo = p->cand[c];
             for (int r = 0; r < 4 && s == KL_OK; r++) {
                 if (r == 1 && cudaEventRecord(ev[0], st) != cudaSuccess)

@@ -16,76 +16,13 @@ extern "C" {
 #include "inv_root.h"
 #include "optim.h"
 }
+#include "optim_fixture.h"
 #include "test_util.h"
 
 namespace {
 
-/* ---- fixtures (layout documented in scripts/gen_optim_fixtures.py) ------------------------------- */
-
-struct Fixture {
-    cJSON *meta = nullptr;
-    std::vector<kl_opt_param> params;
-    std::vector<std::string> names;
-    size_t total = 0;
-    int steps = 0;
-    double lr = 0;
-    std::vector<float> init, grads; /* total; steps × total */
-    std::vector<double> ref;        /* steps × total */
-    std::vector<std::vector<double>> pkg_err; /* [step][param] */
-    ~Fixture() { cJSON_Delete(meta); }
-};
-
-template <typename T>
-bool read_bin(const std::string &path, size_t n, std::vector<T> *out) {
-    std::string s = kltest::read_file(path);
-    if (s.size() != n * sizeof(T)) return false;
-    out->resize(n);
-    memcpy(out->data(), s.data(), s.size());
-    return true;
-}
-
-double num(const cJSON *o, const char *key) {
-    const cJSON *v = cJSON_GetObjectItemCaseSensitive(o, key);
-    EXPECT_TRUE(cJSON_IsNumber(v)) << "fixture key " << key;
-    return cJSON_IsNumber(v) ? v->valuedouble : 0.0;
-}
-
-std::string str(const cJSON *o, const char *key) {
-    const cJSON *v = cJSON_GetObjectItemCaseSensitive(o, key);
-    EXPECT_TRUE(cJSON_IsString(v)) << "fixture key " << key;
-    return cJSON_IsString(v) ? v->valuestring : "";
-}
-
-bool load_fixture(const std::string &name, Fixture *f) {
-    const std::string dir = kltest::kiln_source_dir() + "/tests/data/optim/" + name + "/";
-    f->meta = cJSON_Parse(kltest::read_file(dir + "meta.json").c_str());
-    if (!f->meta) return false;
-    f->steps = (int)num(f->meta, "steps");
-    f->lr = num(f->meta, "lr");
-    const cJSON *ps = cJSON_GetObjectItemCaseSensitive(f->meta, "params"), *p;
-    cJSON_ArrayForEach(p, ps) f->names.push_back(str(p, "name"));
-    cJSON_ArrayForEach(p, ps) {
-        kl_opt_param q{};
-        q.name = f->names[f->params.size()].c_str();
-        q.rows = (int)num(p, "rows");
-        q.cols = (int)num(p, "cols");
-        q.numel = (size_t)q.rows * q.cols;
-        q.offset = f->total;
-        q.is_matrix = (int)num(p, "is_matrix");
-        q.decay = (int)num(p, "decay");
-        q.lr_mult = (float)num(p, "lr_mult");
-        f->total += q.numel;
-        f->params.push_back(q);
-    }
-    const cJSON *e = cJSON_GetObjectItemCaseSensitive(f->meta, "pkg_fp32_err"), *row, *x;
-    cJSON_ArrayForEach(row, e) {
-        f->pkg_err.emplace_back();
-        cJSON_ArrayForEach(x, row) f->pkg_err.back().push_back(x->valuedouble);
-    }
-    return read_bin(dir + "init.bin", f->total, &f->init) &&
-           read_bin(dir + "grads.bin", f->total * f->steps, &f->grads) &&
-           read_bin(dir + "ref.bin", f->total * f->steps, &f->ref) && (int)f->pkg_err.size() == f->steps;
-}
+using kltest::fixture_num;
+using kltest::fixture_str;
 
 kl_root_method method_of(const std::string &s) {
     if (s == "newton_db") return KL_ROOT_NEWTON_DB;
@@ -98,38 +35,38 @@ kl_root_method method_of(const std::string &s) {
 kl_opt_settings dash_settings_of(const cJSON *s) {
     kl_opt_settings o{};
     o.kind = KL_OPT_DASH;
-    o.beta1 = num(s, "beta1");
-    o.beta2 = num(s, "beta2");
-    o.eps = num(s, "eps");
-    o.weight_decay = num(s, "weight_decay");
+    o.beta1 = fixture_num(s, "beta1");
+    o.beta2 = fixture_num(s, "beta2");
+    o.eps = fixture_num(s, "eps");
+    o.weight_decay = fixture_num(s, "weight_decay");
     o.state_dtype = KL_STATE_FP32;
     o.seed = 42;
     kl_dash_settings &d = o.dash;
     d = kl_dash_settings_defaults();
-    d.block = (int)num(s, "block");
-    d.beta_lr = num(s, "beta_lr");
-    d.beta_g = num(s, "beta_g");
-    d.beta_graft = num(s, "beta_graft");
-    d.eps_graft = num(s, "eps_graft");
+    d.block = (int)fixture_num(s, "block");
+    d.beta_lr = fixture_num(s, "beta_lr");
+    d.beta_g = fixture_num(s, "beta_g");
+    d.beta_graft = fixture_num(s, "beta_graft");
+    d.eps_graft = fixture_num(s, "eps_graft");
     d.bias_correction = 1;
-    d.mu = num(s, "mu");
-    d.nesterov = (int)num(s, "nesterov");
-    d.start_prec_step = (int64_t)num(s, "start_prec_step");
-    d.inv_root_every = (int)num(s, "inv_root_every");
-    d.root_method = method_of(str(s, "root_method"));
-    d.scaling = str(s, "scaling") == "frobenius" ? KL_SCALE_FROBENIUS : KL_SCALE_POWER_ITER;
-    d.scale_const = num(s, "scale_const");
-    d.power_iters = (int)num(s, "power_iters");
-    d.power_vectors = (int)num(s, "power_vectors");
-    d.power_eps = num(s, "power_eps");
-    d.newton_steps = (int)num(s, "newton_steps");
-    d.cn_tol = num(s, "cn_tol");
-    d.eps_root = num(s, "eps_root");
+    d.mu = fixture_num(s, "mu");
+    d.nesterov = (int)fixture_num(s, "nesterov");
+    d.start_prec_step = (int64_t)fixture_num(s, "start_prec_step");
+    d.inv_root_every = (int)fixture_num(s, "inv_root_every");
+    d.root_method = method_of(fixture_str(s, "root_method"));
+    d.scaling = fixture_str(s, "scaling") == "frobenius" ? KL_SCALE_FROBENIUS : KL_SCALE_POWER_ITER;
+    d.scale_const = fixture_num(s, "scale_const");
+    d.power_iters = (int)fixture_num(s, "power_iters");
+    d.power_vectors = (int)fixture_num(s, "power_vectors");
+    d.power_eps = fixture_num(s, "power_eps");
+    d.newton_steps = (int)fixture_num(s, "newton_steps");
+    d.cn_tol = fixture_num(s, "cn_tol");
+    d.eps_root = fixture_num(s, "eps_root");
     if (d.root_method == KL_ROOT_CHEBYSHEV) {
-        d.cheb_shift = num(s, "cheb_shift");
-        d.cheb_degree = (int)num(s, "cheb_degree");
+        d.cheb_shift = fixture_num(s, "cheb_shift");
+        d.cheb_degree = (int)fixture_num(s, "cheb_degree");
     }
-    d.one_dim = str(s, "one_dim") == "shampoo" ? KL_DASH_ONE_DIM_SHAMPOO : KL_DASH_ONE_DIM_ADAMW;
+    d.one_dim = fixture_str(s, "one_dim") == "shampoo" ? KL_DASH_ONE_DIM_SHAMPOO : KL_DASH_ONE_DIM_ADAMW;
     return o;
 }
 
@@ -142,39 +79,7 @@ kl_opt_settings dash_settings_of(const cJSON *s) {
  * at least 1e-6 (16 float ulps of the change) for parameters whose noise happens to be tiny. A real
  * defect (a wrong stage, bias correction, lr multiplier, decay flag, block cut or root) moves W by
  * 1e-3..1 in this metric. */
-void run_parity(const std::string &name) {
-    Fixture f;
-    ASSERT_TRUE(load_fixture(name, &f)) << "fixture tests/data/optim/" << name << " is missing or malformed";
-    const cJSON *s = cJSON_GetObjectItemCaseSensitive(f.meta, "settings");
-    ASSERT_EQ(str(s, "kind"), "dash");
-    kl_opt_settings os = dash_settings_of(s);
-    kl_optimizer *o = nullptr;
-    ASSERT_EQ(kl_optimizer_create(&o, &os, f.params.data(), (int)f.params.size()), KL_OK) << kl_last_error();
-    std::vector<float> w = f.init;
-    double worst_ratio = 0, worst_err = 0, worst_vs_pkg = 0;
-    for (int t = 1; t <= f.steps; t++) {
-        ASSERT_EQ(o->vt->step(o, w.data(), f.grads.data() + (t - 1) * f.total, f.lr, t), KL_OK) << kl_last_error();
-        for (size_t i = 0; i < f.params.size(); i++) {
-            const kl_opt_param &p = f.params[i];
-            const double *ref = f.ref.data() + (t - 1) * f.total + p.offset;
-            double dn = 0, dd = 0;
-            for (size_t j = 0; j < p.numel; j++) {
-                const double a = w[p.offset + j], b = ref[j], w0 = f.init[p.offset + j];
-                dn += (a - b) * (a - b);
-                dd += (b - w0) * (b - w0);
-            }
-            const double err = std::sqrt(dn / dd), tol = std::max(8.0 * f.pkg_err[t - 1][i], 1e-6);
-            worst_ratio = std::max(worst_ratio, err / tol);
-            worst_err = std::max(worst_err, err);
-            worst_vs_pkg = std::max(worst_vs_pkg, err / f.pkg_err[t - 1][i]);
-            EXPECT_LE(err, tol) << name << " step " << t << " parameter " << p.name << " (package fp32 noise "
-                                << f.pkg_err[t - 1][i] << ")";
-        }
-    }
-    printf("[parity] %s: worst distance %.2e, worst distance / package fp32 noise %.2f, worst distance / "
-           "tolerance %.3f\n", name.c_str(), worst_err, worst_vs_pkg, worst_ratio);
-    kl_optimizer_free(o);
-}
+void run_parity(const std::string &name) { kltest::run_optim_parity(name, "dash", dash_settings_of); }
 
 }  // namespace
 

@@ -17,91 +17,28 @@ extern "C" {
 #include "dct.h"
 #include "optim.h"
 }
+#include "optim_fixture.h"
 #include "test_util.h"
 
 namespace {
 
-/* ---- fixtures (layout documented in scripts/gen_optim_fixtures.py) ------------------------------- */
-
-struct Fixture {
-    cJSON *meta = nullptr;
-    std::vector<kl_opt_param> params;
-    std::vector<std::string> names;
-    size_t total = 0;
-    int steps = 0;
-    double lr = 0;
-    std::vector<float> init, grads; /* total; steps × total */
-    std::vector<double> ref;        /* steps × total */
-    std::vector<std::vector<double>> pkg_err; /* [step][param] */
-    ~Fixture() { cJSON_Delete(meta); }
-};
-
-template <typename T>
-bool read_bin(const std::string &path, size_t n, std::vector<T> *out) {
-    std::string s = kltest::read_file(path);
-    if (s.size() != n * sizeof(T)) return false;
-    out->resize(n);
-    memcpy(out->data(), s.data(), s.size());
-    return true;
-}
-
-double num(const cJSON *o, const char *key) {
-    const cJSON *v = cJSON_GetObjectItemCaseSensitive(o, key);
-    EXPECT_TRUE(cJSON_IsNumber(v)) << "fixture key " << key;
-    return cJSON_IsNumber(v) ? v->valuedouble : 0.0;
-}
-
-std::string str(const cJSON *o, const char *key) {
-    const cJSON *v = cJSON_GetObjectItemCaseSensitive(o, key);
-    EXPECT_TRUE(cJSON_IsString(v)) << "fixture key " << key;
-    return cJSON_IsString(v) ? v->valuestring : "";
-}
-
-bool load_fixture(const std::string &name, Fixture *f) {
-    const std::string dir = kltest::kiln_source_dir() + "/tests/data/optim/" + name + "/";
-    f->meta = cJSON_Parse(kltest::read_file(dir + "meta.json").c_str());
-    if (!f->meta) return false;
-    f->steps = (int)num(f->meta, "steps");
-    f->lr = num(f->meta, "lr");
-    const cJSON *ps = cJSON_GetObjectItemCaseSensitive(f->meta, "params"), *p;
-    cJSON_ArrayForEach(p, ps) f->names.push_back(str(p, "name"));
-    cJSON_ArrayForEach(p, ps) {
-        kl_opt_param q{};
-        q.name = f->names[f->params.size()].c_str();
-        q.rows = (int)num(p, "rows");
-        q.cols = (int)num(p, "cols");
-        q.numel = (size_t)q.rows * q.cols;
-        q.offset = f->total;
-        q.is_matrix = (int)num(p, "is_matrix");
-        q.decay = (int)num(p, "decay");
-        q.lr_mult = (float)num(p, "lr_mult");
-        f->total += q.numel;
-        f->params.push_back(q);
-    }
-    const cJSON *e = cJSON_GetObjectItemCaseSensitive(f->meta, "pkg_fp32_err"), *row, *x;
-    cJSON_ArrayForEach(row, e) {
-        f->pkg_err.emplace_back();
-        cJSON_ArrayForEach(x, row) f->pkg_err.back().push_back(x->valuedouble);
-    }
-    return read_bin(dir + "init.bin", f->total, &f->init) &&
-           read_bin(dir + "grads.bin", f->total * f->steps, &f->grads) &&
-           read_bin(dir + "ref.bin", f->total * f->steps, &f->ref) && (int)f->pkg_err.size() == f->steps;
-}
+using kltest::fixture_num;
+using kltest::fixture_str;
 
 kl_opt_settings dct_settings_of(const cJSON *s) {
     kl_opt_settings o{};
     o.kind = KL_OPT_DCT_ADAMW;
-    o.beta1 = num(s, "beta1");
-    o.beta2 = num(s, "beta2");
-    o.eps = num(s, "eps");
-    o.weight_decay = num(s, "weight_decay");
+    o.beta1 = fixture_num(s, "beta1");
+    o.beta2 = fixture_num(s, "beta2");
+    o.eps = fixture_num(s, "eps");
+    o.weight_decay = fixture_num(s, "weight_decay");
     o.state_dtype = KL_STATE_FP32;
     o.dct = kl_dct_settings_defaults();
-    o.dct.rank = (int)num(s, "rank");
-    o.dct.refresh_every = (int)num(s, "refresh_every");
-    o.dct.ell = (int)num(s, "ell");
-    o.dct.max_dim = (int64_t)num(s, "max_dim");
-    o.dct.basis = str(s, "basis") == "dct3" ? KL_DCT_BASIS_DCT3 : KL_DCT_BASIS_DCT2;
+    o.dct.rank = (int)fixture_num(s, "rank");
+    o.dct.refresh_every = (int)fixture_num(s, "refresh_every");
+    o.dct.ell = (int)fixture_num(s, "ell");
+    o.dct.max_dim = (int64_t)fixture_num(s, "max_dim");
+    o.dct.basis = fixture_str(s, "basis") == "dct3" ? KL_DCT_BASIS_DCT3 : KL_DCT_BASIS_DCT2;
     return o;
 }
 
@@ -113,38 +50,7 @@ kl_opt_settings dct_settings_of(const cJSON *s) {
  * Adam's first-step m/sqrt(v); kiln's index remap is exact. So kiln is well inside the bound there, and
  * the bound is set by the other parameters' noise (1e-7). A wrong selection, remap, bias correction or
  * side moves W by 1e-2..1. */
-void run_parity(const std::string &name) {
-    Fixture f;
-    ASSERT_TRUE(load_fixture(name, &f)) << "fixture tests/data/optim/" << name << " is missing or malformed";
-    const cJSON *s = cJSON_GetObjectItemCaseSensitive(f.meta, "settings");
-    ASSERT_EQ(str(s, "kind"), "dct_adamw");
-    kl_opt_settings os = dct_settings_of(s);
-    kl_optimizer *o = nullptr;
-    ASSERT_EQ(kl_optimizer_create(&o, &os, f.params.data(), (int)f.params.size()), KL_OK) << kl_last_error();
-    std::vector<float> w = f.init;
-    double worst_ratio = 0, worst_err = 0;
-    for (int t = 1; t <= f.steps; t++) {
-        ASSERT_EQ(o->vt->step(o, w.data(), f.grads.data() + (t - 1) * f.total, f.lr, t), KL_OK) << kl_last_error();
-        for (size_t i = 0; i < f.params.size(); i++) {
-            const kl_opt_param &p = f.params[i];
-            const double *ref = f.ref.data() + (t - 1) * f.total + p.offset;
-            double dn = 0, dd = 0;
-            for (size_t j = 0; j < p.numel; j++) {
-                const double a = w[p.offset + j], b = ref[j], w0 = f.init[p.offset + j];
-                dn += (a - b) * (a - b);
-                dd += (b - w0) * (b - w0);
-            }
-            const double err = std::sqrt(dn / dd), tol = std::max(8.0 * f.pkg_err[t - 1][i], 1e-6);
-            worst_ratio = std::max(worst_ratio, err / tol);
-            worst_err = std::max(worst_err, err);
-            EXPECT_LE(err, tol) << name << " step " << t << " parameter " << p.name << " (package fp32 noise "
-                                << f.pkg_err[t - 1][i] << ")";
-        }
-    }
-    printf("[parity] %s: worst distance %.2e, worst distance / tolerance %.3f\n", name.c_str(), worst_err,
-           worst_ratio);
-    kl_optimizer_free(o);
-}
+void run_parity(const std::string &name) { kltest::run_optim_parity(name, "dct_adamw", dct_settings_of); }
 
 }  // namespace
 

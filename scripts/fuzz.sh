@@ -1,16 +1,23 @@
 #!/usr/bin/env bash
-# Fuzzes the safetensors header parser (tests/fuzz/safetensors_fuzz.c) with libFuzzer for a bounded time.
-#   scripts/fuzz.sh [SECONDS]        # default 60
-# Builds tests/fuzz on its own with clang into build-fuzz/ (KILN_FUZZ_BUILD overrides), replays the
+# Fuzzes kiln's parsers of untrusted text with libFuzzer for a bounded time each: the safetensors header
+# (tests/fuzz/safetensors_fuzz.c) and the YAML config (tests/fuzz/config_fuzz.c).
+#   scripts/fuzz.sh [SECONDS] [TARGET ...]   # default 60 s each, targets "safetensors config"
+# Builds tests/fuzz on its own with clang into build-fuzz/ (KILN_FUZZ_BUILD overrides), replays each
 # committed corpus, then mutates it for SECONDS. Exit status: 0 no crash; 1 a crash, leak or timeout (the
 # input is kept under build-fuzz/artifacts/ and named below); 2 no usable toolchain (clang and the
-# libFuzzer runtime: apt package libclang-rt-dev). New inputs go to build-fuzz/corpus-new/, never into
-# the committed corpus; to keep a few, minimise them (safetensors_fuzz -merge=1 NEW_DIR build-fuzz/corpus-new)
-# and copy them into tests/fuzz/corpus/safetensors/ by hand.
+# libFuzzer runtime: apt package libclang-rt-dev). New inputs go to build-fuzz/corpus-new/TARGET/, never into
+# the committed corpus; to keep a few, minimise them (TARGET_fuzz -merge=1 NEW_DIR build-fuzz/corpus-new/TARGET)
+# and copy them into tests/fuzz/corpus/TARGET/ by hand.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 secs=${1:-60}
-[[ "$secs" =~ ^[0-9]+$ ]] || { echo "usage: scripts/fuzz.sh [SECONDS]" >&2; exit 2; }
+[[ "$secs" =~ ^[0-9]+$ ]] || { echo "usage: scripts/fuzz.sh [SECONDS] [TARGET ...]" >&2; exit 2; }
+shift $(($# > 0 ? 1 : 0))
+targets=("$@")
+[ ${#targets[@]} -gt 0 ] || targets=(safetensors config)
+for t in "${targets[@]}"; do
+  [ -d "tests/fuzz/corpus/$t" ] || { echo "fuzz.sh: no target '$t' (tests/fuzz/corpus/ has: $(ls tests/fuzz/corpus | tr '\n' ' '))" >&2; exit 2; }
+done
 build=${KILN_FUZZ_BUILD:-build-fuzz}
 cc=${KILN_FUZZ_CC:-clang}
 
@@ -28,7 +35,7 @@ echo "== build ($build, $cc)"
 cmake -S tests/fuzz -B "$build" -DCMAKE_C_COMPILER="$cc" >"$probe/configure.log" 2>&1 || { cat "$probe/configure.log"; exit 2; }
 cmake --build "$build" -j "$(nproc)" >"$probe/build.log" 2>&1 || { cat "$probe/build.log"; exit 2; }
 
-# tokens of the format, so mutations reach past the JSON syntax quickly
+# tokens of each format, so mutations reach past the syntax quickly
 cat >"$build/safetensors.dict" <<'DICT'
 "\"dtype\""
 "\"shape\""
@@ -55,19 +62,36 @@ cat >"$build/safetensors.dict" <<'DICT'
 "\xff"
 "\xed\xa0\x80"
 DICT
+{ # the config's sections, keys and enum choices from the key table, then YAML and value syntax
+  sed -nE 's/^ *(INT|FLOAT|BOOL|ENUM|PATH|PATHS|KEY)\(([a-z_]+), ([a-z0-9_]+).*/\2\n\3/p' src/config_keys.c | sort -u
+  sed -nE 's/^ *ENUM\([a-z_]+, [a-z0-9_]+, "[^"]*", "([^"]*)".*/\1/p' src/config_keys.c | tr '|' '\n' | sort -u
+  printf '%s\n' ': ' '- ' '{' '}' '[' ']' '&a' '*a' '!!str' '|' '>' '---' '...' '#' '~' 'null' 'yes' 'off' '.inf' \
+    '-.nan' '0x10' '1e-3' '-0' '9223372036854775808' '16GiB' '1.5MB' '../' './' '/' ',' '*.bin' 'auto' 'none'
+} | sed 's/"/\\"/g; s/.*/"&"/' >"$build/config.dict"
+cat >>"$build/config.dict" <<'DICT'
+"\x0a  "
+"\"\\x00\""
+"\"\\u00e9\""
+"\xc3\xa9"
+"\xff"
+DICT
 
-mkdir -p "$build/corpus-new" "$build/artifacts"
-echo "== fuzzing for ${secs}s (corpus: tests/fuzz/corpus/safetensors, $(ls tests/fuzz/corpus/safetensors | wc -l) seeds)"
-set +e
-"$build/safetensors_fuzz" -max_total_time="$secs" -timeout=10 -rss_limit_mb=2048 -max_len=8192 \
-  -print_final_stats=1 -dict="$build/safetensors.dict" -artifact_prefix="$build/artifacts/" \
-  "$build/corpus-new" tests/fuzz/corpus/safetensors >"$build/fuzz.log" 2>&1
-rc=$?
-set -e
-tail -n 25 "$build/fuzz.log"
-if [ "$rc" -ne 0 ]; then
-  echo "fuzz.sh: the fuzzer failed (exit $rc); full log: $build/fuzz.log; inputs:" >&2
-  ls -1 "$build/artifacts/" >&2 || true
-  exit 1
-fi
-echo "== no crash in ${secs}s"
+rc=0
+for t in "${targets[@]}"; do
+  mkdir -p "$build/corpus-new/$t" "$build/artifacts"
+  echo "== fuzzing $t for ${secs}s (corpus: tests/fuzz/corpus/$t, $(ls "tests/fuzz/corpus/$t" | wc -l) seeds)"
+  set +e
+  "$build/${t}_fuzz" -max_total_time="$secs" -timeout=10 -rss_limit_mb=2048 -max_len=8192 \
+    -print_final_stats=1 -dict="$build/$t.dict" -artifact_prefix="$build/artifacts/$t-" \
+    "$build/corpus-new/$t" "tests/fuzz/corpus/$t" >"$build/fuzz-$t.log" 2>&1
+  trc=$?
+  set -e
+  tail -n 12 "$build/fuzz-$t.log"
+  if [ "$trc" -ne 0 ]; then
+    echo "fuzz.sh: the $t fuzzer failed (exit $trc); full log: $build/fuzz-$t.log; inputs:" >&2
+    ls -1 "$build/artifacts/" >&2 || true
+    rc=1
+  fi
+done
+[ "$rc" -eq 0 ] || exit 1
+echo "== no crash in ${secs}s per target (${targets[*]})"

@@ -15,11 +15,11 @@ static const kl_command commands[] = {
     {"train", kl_cmd_train, "train a model: kiln train CONFIG.yaml [section.key=value ...]"},
     {"config", kl_cmd_config, "print the resolved config: kiln config CONFIG.yaml [section.key=value ...]"},
     {"data", kl_cmd_data, "token files: kiln data inspect FILE..."},
-    {"bench", kl_cmd_bench, "benchmarks with JSON output: kiln bench data|..."},
+    {"bench", kl_cmd_bench, "benchmarks with JSON output: kiln bench [data|kernels|gemm]"},
     {"init", kl_cmd_init, "random initial weights as a Hugging Face folder: kiln init CONFIG.yaml OUT_DIR"},
     {"export", kl_cmd_export, "a checkpoint as a Hugging Face folder: kiln export CKPT OUT_DIR"},
     {"eval", kl_cmd_eval, "loss and perplexity on the eval set: kiln eval CONFIG.yaml [section.key=value ...]"},
-    {"generate", kl_cmd_generate, "sample text: kiln generate CONFIG.yaml [prompt=...] [key=value ...]"},
+    {"generate", kl_cmd_generate, "sample text: kiln generate CONFIG.yaml [--prompt TEXT] [key=value ...]"},
 };
 #define N_COMMANDS (sizeof commands / sizeof commands[0])
 

@@ -112,6 +112,8 @@ static kl_status parse(const cJSON *j, const char *path, kl_model_shape *s) {
     KL_TRY(get_int(j, path, "max_position_embeddings", 2048, &s->max_T));
     double eps;
     KL_TRY(get_num(j, path, "rms_norm_eps", 1e-6, &eps));
+    if (!(eps > 0 && eps <= 1)) /* before the float conversion, which is undefined past FLT_MAX */
+        return kl_error(KL_ERR_INVALID, "%s: field 'rms_norm_eps' must be in (0, 1] (got %g)", path, eps);
     s->norm_eps = (float)eps;
     const cJSON *tie = cJSON_GetObjectItemCaseSensitive(j, "tie_word_embeddings");
     /* transformers' default is tied */
@@ -150,14 +152,19 @@ static kl_status parse(const cJSON *j, const char *path, kl_model_shape *s) {
     return KL_OK;
 }
 
+kl_status kl_hf_config_parse(const char *text, const char *name, kl_model_shape *s) {
+    cJSON *j = cJSON_Parse(text);
+    if (!j) return kl_error(KL_ERR_INVALID, "%s: not valid JSON", name);
+    kl_status st = parse(j, name, s);
+    cJSON_Delete(j);
+    return st;
+}
+
 kl_status kl_hf_config_read(const char *path, kl_model_shape *s) {
     char *text = NULL;
     KL_TRY(read_text(path, &text));
-    cJSON *j = cJSON_Parse(text);
+    kl_status st = kl_hf_config_parse(text, path, s);
     free(text);
-    if (!j) return kl_error(KL_ERR_INVALID, "%s: not valid JSON", path);
-    kl_status st = parse(j, path, s);
-    cJSON_Delete(j);
     return st;
 }
 
@@ -182,6 +189,17 @@ static double shortest_float_decimal(float x) {
     return strtod(buf, NULL);
 }
 
+/* A number written with the fewest digits (15 to 17) that read back as exactly v: cJSON's own printing settles
+ * for 15 digits when they come within an ulp, so a non-round rope_theta would not survive a round trip. */
+static void add_exact_number(cJSON *obj, const char *key, double v) {
+    char buf[40];
+    for (int digits = 15; digits <= 17; digits++) {
+        snprintf(buf, sizeof buf, "%.*g", digits, v);
+        if (strtod(buf, NULL) == v) break;
+    }
+    cJSON_AddRawToObject(obj, key, buf);
+}
+
 char *kl_hf_config_json(const kl_model_shape *s) {
     cJSON *j = cJSON_CreateObject();
     cJSON *arch = cJSON_AddArrayToObject(j, "architectures");
@@ -201,14 +219,14 @@ char *kl_hf_config_json(const kl_model_shape *s) {
     cJSON_AddNullToObject(j, "sliding_window");
     if (s->arch == KL_ARCH_QWEN2 || s->arch == KL_ARCH_QWEN3) cJSON_AddBoolToObject(j, "use_sliding_window", 0);
     if (s->arch == KL_ARCH_LLAMA || s->arch == KL_ARCH_QWEN3) cJSON_AddBoolToObject(j, "attention_bias", 0);
-    cJSON_AddNumberToObject(j, "rope_theta", s->rope_theta);
+    add_exact_number(j, "rope_theta", s->rope_theta);
     cJSON *rp = cJSON_AddObjectToObject(j, "rope_parameters");
-    cJSON_AddNumberToObject(rp, "rope_theta", s->rope_theta);
+    add_exact_number(rp, "rope_theta", s->rope_theta);
     if (s->rope_scaling.type == 1) {
         cJSON_AddStringToObject(rp, "rope_type", "llama3");
-        cJSON_AddNumberToObject(rp, "factor", s->rope_scaling.factor);
-        cJSON_AddNumberToObject(rp, "low_freq_factor", s->rope_scaling.low_freq_factor);
-        cJSON_AddNumberToObject(rp, "high_freq_factor", s->rope_scaling.high_freq_factor);
+        add_exact_number(rp, "factor", s->rope_scaling.factor);
+        add_exact_number(rp, "low_freq_factor", s->rope_scaling.low_freq_factor);
+        add_exact_number(rp, "high_freq_factor", s->rope_scaling.high_freq_factor);
         cJSON_AddNumberToObject(rp, "original_max_position_embeddings", s->rope_scaling.original_max_pos);
     } else {
         cJSON_AddStringToObject(rp, "rope_type", "default");

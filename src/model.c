@@ -60,46 +60,7 @@ struct kl_model {
     float *dres, *dln, *dqkv, *dqkv_raw, *datt, *dgu, *dsw, *head_buf;
 };
 
-const char *kl_arch_name(kl_arch a) {
-    switch (a) {
-    case KL_ARCH_LLAMA: return "llama";
-    case KL_ARCH_QWEN2: return "qwen2";
-    case KL_ARCH_QWEN3: return "qwen3";
-    case KL_ARCH_MISTRAL: return "mistral";
-    }
-    return "?";
-}
-
 static int qkv_dim(const kl_model_shape *s) { return (s->NH + 2 * s->NKV) * s->HS; }
-
-kl_status kl_model_shape_check(kl_model_shape *s) {
-    if (s->V <= 0) return kl_error(KL_ERR_CONFIG, "model: vocab_size must be > 0 (got %d)", s->V);
-    if (s->C <= 0) return kl_error(KL_ERR_CONFIG, "model: hidden_size must be > 0 (got %d)", s->C);
-    if (s->L <= 0) return kl_error(KL_ERR_CONFIG, "model: num_layers must be > 0 (got %d)", s->L);
-    if (s->NH <= 0) return kl_error(KL_ERR_CONFIG, "model: num_heads must be > 0 (got %d)", s->NH);
-    if (s->NKV == 0) s->NKV = s->NH;
-    if (s->NKV < 0 || s->NH % s->NKV != 0)
-        return kl_error(KL_ERR_CONFIG, "model: num_kv_heads (%d) must divide num_heads (%d)", s->NKV, s->NH);
-    if (s->HS == 0) {
-        if (s->C % s->NH != 0)
-            return kl_error(KL_ERR_CONFIG, "model: num_heads (%d) must divide hidden_size (%d) unless head_dim is set",
-                            s->NH, s->C);
-        s->HS = s->C / s->NH;
-    }
-    if (s->HS <= 0 || s->HS % 2 != 0)
-        return kl_error(KL_ERR_CONFIG, "model: head_dim must be even and > 0 for RoPE (got %d)", s->HS);
-    if (s->F == 0) {
-        /* Llama's rule: 2/3 of 4C, rounded up to a multiple of 256 (of 8 for tiny models) */
-        int f = (int)(8.0 * s->C / 3.0);
-        int m = s->C >= 512 ? 256 : 8;
-        s->F = (f + m - 1) / m * m;
-    }
-    if (s->F <= 0) return kl_error(KL_ERR_CONFIG, "model: intermediate_size must be > 0 (got %d)", s->F);
-    if (s->max_T <= 0) return kl_error(KL_ERR_CONFIG, "model: max_seq_len must be > 0 (got %d)", s->max_T);
-    if (!(s->norm_eps > 0)) return kl_error(KL_ERR_CONFIG, "model: rms_norm_eps must be > 0");
-    if (!(s->rope_theta > 0)) return kl_error(KL_ERR_CONFIG, "model: rope_theta must be > 0");
-    return KL_OK;
-}
 
 /* ---- parameter table ------------------------------------------------------------------------ */
 

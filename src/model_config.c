@@ -1,11 +1,74 @@
 /* model_config.c — the model's shape from a kiln config: from model.hf_config (a Hugging Face config.json)
- * when given, else from the model.* keys. */
+ * when given, else from the model.* keys; and the shape-level helpers of model.h (kl_arch_name, the check every
+ * shape passes whichever way it came), which need no model. */
 #include "model_config.h"
 
 #include <stdio.h>
 #include <string.h>
 
 #include "hf_config.h"
+
+const char *kl_arch_name(kl_arch a) {
+    switch (a) {
+    case KL_ARCH_LLAMA: return "llama";
+    case KL_ARCH_QWEN2: return "qwen2";
+    case KL_ARCH_QWEN3: return "qwen3";
+    case KL_ARCH_MISTRAL: return "mistral";
+    }
+    return "?";
+}
+
+/* Within the range of config key model.NAME (config_keys.c), so a shape read from a Hugging Face
+ * config.json meets the same bounds as one written in YAML. */
+static kl_status in_key_range(const char *name, double v) {
+    const kl_key *k = kl_config_find_key("model", name);
+    if (!k) return kl_error(KL_ERR_INTERNAL, "model: no config key model.%s", name);
+    const int lo_ok = (k->flags & KL_KEY_MIN_OPEN) ? v > k->min : v >= k->min;
+    const int hi_ok = (k->flags & KL_KEY_MAX_OPEN) ? v < k->max : v <= k->max;
+    if (lo_ok && hi_ok) return KL_OK;
+    return kl_error(KL_ERR_CONFIG, "model: %s must be in %c%.17g, %.17g%c (got %.17g)", name,
+                    (k->flags & KL_KEY_MIN_OPEN) ? '(' : '[', k->min, k->max, (k->flags & KL_KEY_MAX_OPEN) ? ')' : ']',
+                    v);
+}
+
+kl_status kl_model_shape_check(kl_model_shape *s) {
+    KL_TRY(in_key_range("vocab_size", s->V));
+    KL_TRY(in_key_range("hidden_size", s->C));
+    KL_TRY(in_key_range("intermediate_size", s->F));
+    KL_TRY(in_key_range("num_layers", s->L));
+    KL_TRY(in_key_range("num_heads", s->NH));
+    KL_TRY(in_key_range("num_kv_heads", s->NKV));
+    KL_TRY(in_key_range("head_dim", s->HS));
+    KL_TRY(in_key_range("max_seq_len", s->max_T));
+    KL_TRY(in_key_range("rope_theta", s->rope_theta));
+    KL_TRY(in_key_range("rms_norm_eps", s->norm_eps));
+    if (s->rope_scaling.type == 1) {
+        KL_TRY(in_key_range("rope_factor", s->rope_scaling.factor));
+        KL_TRY(in_key_range("rope_low_freq_factor", s->rope_scaling.low_freq_factor));
+        KL_TRY(in_key_range("rope_high_freq_factor", s->rope_scaling.high_freq_factor));
+        KL_TRY(in_key_range("rope_original_max_pos", s->rope_scaling.original_max_pos));
+        if (!(s->rope_scaling.high_freq_factor > s->rope_scaling.low_freq_factor))
+            return kl_error(KL_ERR_CONFIG, "model: llama3 RoPE scaling needs high_freq_factor (%g) above "
+                            "low_freq_factor (%g)", s->rope_scaling.high_freq_factor, s->rope_scaling.low_freq_factor);
+    }
+    if (s->NKV == 0) s->NKV = s->NH;
+    if (s->NH % s->NKV != 0)
+        return kl_error(KL_ERR_CONFIG, "model: num_kv_heads (%d) must divide num_heads (%d)", s->NKV, s->NH);
+    if (s->HS == 0) {
+        if (s->C % s->NH != 0)
+            return kl_error(KL_ERR_CONFIG, "model: num_heads (%d) must divide hidden_size (%d) unless head_dim is set",
+                            s->NH, s->C);
+        s->HS = s->C / s->NH;
+    }
+    if (s->HS % 2 != 0) return kl_error(KL_ERR_CONFIG, "model: head_dim must be even for RoPE (got %d)", s->HS);
+    if (s->F == 0) {
+        /* Llama's rule: 2/3 of 4C, rounded up to a multiple of 256 (of 8 for tiny models) */
+        int f = (int)(8.0 * s->C / 3.0);
+        int m = s->C >= 512 ? 256 : 8;
+        s->F = (f + m - 1) / m * m;
+    }
+    return KL_OK;
+}
 
 kl_status kl_model_shape_from_config(const kl_config *c, kl_model_shape *s) {
     memset(s, 0, sizeof *s);

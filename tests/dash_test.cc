@@ -270,8 +270,10 @@ TEST(DashOptimizer, DefaultSettingsRunOnASmallTable) {
      * a parameter may well come back to its start to the last bit (seed 4533745884326118842 brought
      * one back: +5.3e-4, -2.6e-4, -2.7e-4), so each step is compared with the decayed start of that step. */
     std::vector<float> decay(total);
-    for (const kl_opt_param &p : ps)
-        std::fill(decay.begin() + p.offset, decay.begin() + p.offset + p.numel, p.decay ? (float)(1.0 - 1e-3 * 0.1) : 1.0f);
+    for (const kl_opt_param &p : ps) {
+        const float d = p.decay ? (float)(1.0 - 1e-3 * 0.1) : 1.0f;
+        std::fill(decay.begin() + p.offset, decay.begin() + p.offset + p.numel, d);
+    }
     std::vector<float> w = kltest::random_normal(total, 0.1f, seed);
     std::vector<char> moved(total, 0);
     for (int t = 1; t <= 3; t++) {

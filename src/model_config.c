@@ -59,6 +59,11 @@ kl_status kl_model_shape_check(kl_model_shape *s) {
             return kl_error(KL_ERR_CONFIG, "model: num_heads (%d) must divide hidden_size (%d) unless head_dim is set",
                             s->NH, s->C);
         s->HS = s->C / s->NH;
+        /* in range, so that the checked shape passes again as written out (kiln export writes head_dim) */
+        const kl_key *k = kl_config_find_key("model", "head_dim");
+        if (k && s->HS > k->max)
+            return kl_error(KL_ERR_CONFIG, "model: head_dim = hidden_size / num_heads = %d / %d = %d is above %.17g",
+                            s->C, s->NH, s->HS, k->max);
     }
     if (s->HS % 2 != 0) return kl_error(KL_ERR_CONFIG, "model: head_dim must be even for RoPE (got %d)", s->HS);
     if (s->F == 0) {
@@ -67,7 +72,7 @@ kl_status kl_model_shape_check(kl_model_shape *s) {
         int m = s->C >= 512 ? 256 : 8;
         s->F = (f + m - 1) / m * m;
     }
-    return KL_OK;
+    return KL_OK; /* a derived F is at most 8/3 of hidden_size's bound: inside intermediate_size's */
 }
 
 kl_status kl_model_shape_from_config(const kl_config *c, kl_model_shape *s) {

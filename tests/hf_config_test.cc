@@ -168,6 +168,8 @@ TEST(HfConfig, RefusalsNameTheFileAndTheField) {
          "high_freq_factor (4) above low_freq_factor (4)"},
         {with({{"num_key_value_heads", "3"}}), "model: num_kv_heads (3) must divide num_heads (4)"},
         {with({{"head_dim", "7"}}), "model: head_dim must be even for RoPE (got 7)"},
+        {with({{"hidden_size", "60000"}, {"num_key_value_heads", "4"}}),
+         "model: head_dim = hidden_size / num_heads = 60000 / 4 = 15000 is above 4096"},
     };
     for (const auto &c : cases) {
         std::string msg;

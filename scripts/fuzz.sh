@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# Fuzzes kiln's parsers of untrusted text with libFuzzer for a bounded time each: the safetensors header
-# (tests/fuzz/safetensors_fuzz.c) and the YAML config (tests/fuzz/config_fuzz.c).
-#   scripts/fuzz.sh [SECONDS] [TARGET ...]   # default 60 s each, targets "safetensors config"
+# Fuzzes kiln's readers of untrusted text with libFuzzer for a bounded time each: the safetensors header
+# (tests/fuzz/safetensors_fuzz.c), the YAML config (config_fuzz.c) and Hugging Face config.json
+# (hf_config_fuzz.c).
+#   scripts/fuzz.sh [SECONDS] [TARGET ...]   # default 60 s each, targets "safetensors config hf_config"
 # Builds tests/fuzz on its own with clang into build-fuzz/ (KILN_FUZZ_BUILD overrides), replays each
 # committed corpus, then mutates it for SECONDS. Exit status: 0 no crash; 1 a crash, leak or timeout (the
 # input is kept under build-fuzz/artifacts/ and named below); 2 no usable toolchain (clang and the
@@ -14,9 +15,12 @@ secs=${1:-60}
 [[ "$secs" =~ ^[0-9]+$ ]] || { echo "usage: scripts/fuzz.sh [SECONDS] [TARGET ...]" >&2; exit 2; }
 shift $(($# > 0 ? 1 : 0))
 targets=("$@")
-[ ${#targets[@]} -gt 0 ] || targets=(safetensors config)
+[ ${#targets[@]} -gt 0 ] || targets=(safetensors config hf_config)
 for t in "${targets[@]}"; do
-  [ -d "tests/fuzz/corpus/$t" ] || { echo "fuzz.sh: no target '$t' (tests/fuzz/corpus/ has: $(ls tests/fuzz/corpus | tr '\n' ' '))" >&2; exit 2; }
+  if [ ! -d "tests/fuzz/corpus/$t" ]; then
+    echo "fuzz.sh: no target '$t' (tests/fuzz/corpus/ has: $(ls tests/fuzz/corpus | tr '\n' ' '))" >&2
+    exit 2
+  fi
 done
 build=${KILN_FUZZ_BUILD:-build-fuzz}
 cc=${KILN_FUZZ_CC:-clang}
@@ -75,6 +79,15 @@ cat >>"$build/config.dict" <<'DICT'
 "\xc3\xa9"
 "\xff"
 DICT
+{ # config.json's fields and values, then JSON syntax
+  printf '%s\n' model_type llama mistral qwen2 qwen3 vocab_size hidden_size intermediate_size num_hidden_layers \
+    num_attention_heads num_key_value_heads head_dim max_position_embeddings rms_norm_eps tie_word_embeddings \
+    rope_theta rope_parameters rope_scaling rope_type type llama3 default yarn factor low_freq_factor high_freq_factor \
+    original_max_position_embeddings sliding_window use_sliding_window attention_bias mlp_bias hidden_act silu \
+    num_local_experts true false null
+} | sed 's/.*/"\\"&\\""/' >"$build/hf_config.dict"
+printf '%s\n' '":"' '"{"' '"}"' '"["' '"]"' '","' '"-1"' '"0"' '"1e300"' '"1e-300"' '"4.5"' '"1000000001"' \
+  '"2147483648"' >>"$build/hf_config.dict"
 
 rc=0
 for t in "${targets[@]}"; do

@@ -146,14 +146,7 @@ static void format_bytes_exact(int64_t v, char *buf, size_t n) {
 }
 
 /* The shortest %g text that reads back to exactly v. */
-static void format_double(double v, char *buf, size_t n) {
-    for (int prec = 15; prec <= 17; prec++) {
-        snprintf(buf, n, "%.*g", prec, v);
-        if (strtod(buf, NULL) == v) return;
-    }
-}
-
-static void format_range(const kl_key *k, char *buf, size_t n) {
+void kl_key_format_range(const kl_key *k, char *buf, size_t n) {
     char lo[48], hi[48];
     if (k->type == KL_KEY_BYTES) {
         format_bytes_exact((int64_t)k->min, lo, sizeof lo);
@@ -162,14 +155,14 @@ static void format_range(const kl_key *k, char *buf, size_t n) {
         snprintf(lo, sizeof lo, "%.0f", k->min);
         snprintf(hi, sizeof hi, "%.0f", k->max);
     } else {
-        format_double(k->min, lo, sizeof lo);
-        format_double(k->max, hi, sizeof hi);
+        kl_format_double(k->min, lo, sizeof lo);
+        kl_format_double(k->max, hi, sizeof hi);
     }
     snprintf(buf, n, "%c%s, %s%c", (k->flags & KL_KEY_MIN_OPEN) ? '(' : '[', lo, hi,
              (k->flags & KL_KEY_MAX_OPEN) ? ')' : ']');
 }
 
-static int in_range(const kl_key *k, double v) {
+int kl_key_in_range(const kl_key *k, double v) {
     if ((k->flags & KL_KEY_MIN_OPEN) ? !(v > k->min) : !(v >= k->min)) return 0;
     if ((k->flags & KL_KEY_MAX_OPEN) ? !(v < k->max) : !(v <= k->max)) return 0;
     return 1;
@@ -179,8 +172,8 @@ static int in_range(const kl_key *k, double v) {
 static void describe_expected(const kl_key *k, char *buf, size_t n) {
     char range[128];
     switch (k->type) {
-    case KL_KEY_INT: format_range(k, range, sizeof range); snprintf(buf, n, "an integer in %s", range); break;
-    case KL_KEY_FLOAT: format_range(k, range, sizeof range); snprintf(buf, n, "a number in %s", range); break;
+    case KL_KEY_INT: kl_key_format_range(k, range, sizeof range); snprintf(buf, n, "an integer in %s", range); break;
+    case KL_KEY_FLOAT: kl_key_format_range(k, range, sizeof range); snprintf(buf, n, "a number in %s", range); break;
     case KL_KEY_BOOL: snprintf(buf, n, "true or false"); break;
     case KL_KEY_NAME:
         snprintf(buf, n, "a name of 1 to %zu letters, digits, '.', '_' or '-'", k->size - 1);
@@ -191,7 +184,7 @@ static void describe_expected(const kl_key *k, char *buf, size_t n) {
         snprintf(buf, n, "comma-separated paths or globs, at most %zu bytes in all once resolved", k->size - 1);
         break;
     case KL_KEY_BYTES:
-        format_range(k, range, sizeof range);
+        kl_key_format_range(k, range, sizeof range);
         snprintf(buf, n, "a size such as 16GiB or 512MiB in %s", range);
         break;
     }
@@ -283,7 +276,7 @@ static int parse_value(kl_config *c, const kl_key *k, const char *text, const ch
         if (digits) {
             errno = 0;
             long long v = strtoll(text, NULL, 10);
-            if (errno == 0 && in_range(k, (double)v)) {
+            if (errno == 0 && kl_key_in_range(k, (double)v)) {
                 *(int64_t *)f = (int64_t)v;
                 ok = 1;
             }
@@ -294,7 +287,8 @@ static int parse_value(kl_config *c, const kl_key *k, const char *text, const ch
         char *end = NULL;
         errno = 0;
         double v = strtod(text, &end);
-        if (*text && !isspace((unsigned char)*text) && *end == 0 && errno == 0 && isfinite(v) && in_range(k, v)) {
+        if (*text && !isspace((unsigned char)*text) && *end == 0 && errno == 0 && isfinite(v) &&
+            kl_key_in_range(k, v)) {
             *(double *)f = v;
             ok = 1;
         }
@@ -387,7 +381,7 @@ static int parse_value(kl_config *c, const kl_key *k, const char *text, const ch
     }
     case KL_KEY_BYTES: {
         double v = 0;
-        if (kl_parse_bytes(text, &v) == KL_OK && v == floor(v) && in_range(k, v)) {
+        if (kl_parse_bytes(text, &v) == KL_OK && v == floor(v) && kl_key_in_range(k, v)) {
             *(int64_t *)f = (int64_t)v;
             ok = 1;
         }
@@ -819,7 +813,7 @@ const char *kl_config_format_value(const kl_config *c, const kl_key *k, char *bu
     const void *f = cfield_of(c, k);
     switch (k->type) {
     case KL_KEY_INT: snprintf(buf, n, "%" PRId64, *(const int64_t *)f); break;
-    case KL_KEY_FLOAT: format_double(*(const double *)f, buf, n); break;
+    case KL_KEY_FLOAT: kl_format_double(*(const double *)f, buf, n); break;
     case KL_KEY_BOOL: snprintf(buf, n, "%s", *(const bool *)f ? "true" : "false"); break;
     case KL_KEY_ENUM: enum_choice(k->choices, *(const int *)f, buf, n); break;
     case KL_KEY_NAME:
@@ -889,7 +883,7 @@ void kl_config_print_reference(FILE *f) {
             switch (k[i].type) {
             case KL_KEY_INT:
             case KL_KEY_FLOAT:
-            case KL_KEY_BYTES: format_range(&k[i], range, sizeof range); fprintf(f, "%s", range); break;
+            case KL_KEY_BYTES: kl_key_format_range(&k[i], range, sizeof range); fprintf(f, "%s", range); break;
             case KL_KEY_BOOL: fprintf(f, "`true`, `false`"); break;
             case KL_KEY_NAME: fprintf(f, "letters, digits, `.`, `_`, `-`"); break;
             case KL_KEY_ENUM: {

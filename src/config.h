@@ -181,6 +181,9 @@ const kl_key *kl_config_keys(size_t *count);
 const kl_section *kl_config_sections(size_t *count);
 /* NULL when there is no such key. */
 const kl_key *kl_config_find_key(const char *section, const char *name);
+/* Whether v lies in key k's range (INT, FLOAT, BYTES), and the range as a message shows it: "[1, 1048576]". */
+int kl_key_in_range(const kl_key *k, double v);
+void kl_key_format_range(const kl_key *k, char *buf, size_t n);
 /* Checks the table itself: unique names, known sections, defaults that parse and lie in range. */
 kl_status kl_config_check_table(void);
 

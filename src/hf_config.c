@@ -189,15 +189,11 @@ static double shortest_float_decimal(float x) {
     return strtod(buf, NULL);
 }
 
-/* A number written with the fewest digits (15 to 17) that read back as exactly v: cJSON's own printing settles
- * for 15 digits when they come within an ulp, so a non-round rope_theta would not survive a round trip. */
+/* cJSON's own printing settles for 15 digits when they come within an ulp, so a non-round rope_theta would not
+ * survive a round trip through config.json; this writes the digits that read back exactly. */
 static void add_exact_number(cJSON *obj, const char *key, double v) {
     char buf[40];
-    for (int digits = 15; digits <= 17; digits++) {
-        snprintf(buf, sizeof buf, "%.*g", digits, v);
-        if (strtod(buf, NULL) == v) break;
-    }
-    cJSON_AddRawToObject(obj, key, buf);
+    cJSON_AddRawToObject(obj, key, kl_format_double(v, buf, sizeof buf));
 }
 
 char *kl_hf_config_json(const kl_model_shape *s) {

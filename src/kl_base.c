@@ -86,6 +86,14 @@ const char *kl_format_bytes(double bytes, char *buf, size_t buf_size) {
     return buf;
 }
 
+const char *kl_format_double(double v, char *buf, size_t buf_size) {
+    for (int prec = 15; prec <= 17; prec++) {
+        snprintf(buf, buf_size, "%.*g", prec, v);
+        if (strtod(buf, NULL) == v) break;
+    }
+    return buf;
+}
+
 kl_status kl_parse_bytes(const char *text, double *bytes_out) {
     static const struct { const char *suffix; double mult; } units[] = {
         {"KiB", 1024.0}, {"MiB", 1048576.0}, {"GiB", 1073741824.0}, {"TiB", 1099511627776.0},

@@ -52,6 +52,8 @@ void *kl_calloc(size_t count, size_t size, const char *what);
 
 /* "1.50 GiB", "12.0 MiB", ... into buf; returns buf. */
 const char *kl_format_bytes(double bytes, char *buf, size_t buf_size);
+/* v with the fewest digits (15 to 17) that read back as exactly v ("%.*g"); returns buf. */
+const char *kl_format_double(double v, char *buf, size_t buf_size);
 /* Parses "16GiB", "512MiB", "1.5GB", "1024" (bytes). Returns KL_ERR_INVALID on junk. */
 kl_status kl_parse_bytes(const char *text, double *bytes_out);
 

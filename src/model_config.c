@@ -23,12 +23,11 @@ const char *kl_arch_name(kl_arch a) {
 static kl_status in_key_range(const char *name, double v) {
     const kl_key *k = kl_config_find_key("model", name);
     if (!k) return kl_error(KL_ERR_INTERNAL, "model: no config key model.%s", name);
-    const int lo_ok = (k->flags & KL_KEY_MIN_OPEN) ? v > k->min : v >= k->min;
-    const int hi_ok = (k->flags & KL_KEY_MAX_OPEN) ? v < k->max : v <= k->max;
-    if (lo_ok && hi_ok) return KL_OK;
-    return kl_error(KL_ERR_CONFIG, "model: %s must be in %c%.17g, %.17g%c (got %.17g)", name,
-                    (k->flags & KL_KEY_MIN_OPEN) ? '(' : '[', k->min, k->max, (k->flags & KL_KEY_MAX_OPEN) ? ')' : ']',
-                    v);
+    if (kl_key_in_range(k, v)) return KL_OK;
+    char range[128];
+    kl_key_format_range(k, range, sizeof range);
+    if (k->type == KL_KEY_INT) return kl_error(KL_ERR_CONFIG, "model: %s must be in %s (got %.0f)", name, range, v);
+    return kl_error(KL_ERR_CONFIG, "model: %s must be in %s (got %g)", name, range, v);
 }
 
 kl_status kl_model_shape_check(kl_model_shape *s) {
@@ -62,7 +61,7 @@ kl_status kl_model_shape_check(kl_model_shape *s) {
         /* in range, so that the checked shape passes again as written out (kiln export writes head_dim) */
         const kl_key *k = kl_config_find_key("model", "head_dim");
         if (k && s->HS > k->max)
-            return kl_error(KL_ERR_CONFIG, "model: head_dim = hidden_size / num_heads = %d / %d = %d is above %.17g",
+            return kl_error(KL_ERR_CONFIG, "model: head_dim = hidden_size / num_heads = %d / %d = %d is above %.0f",
                             s->C, s->NH, s->HS, k->max);
     }
     if (s->HS % 2 != 0) return kl_error(KL_ERR_CONFIG, "model: head_dim must be even for RoPE (got %d)", s->HS);

@@ -577,6 +577,7 @@ static kl_status settle_cudnn(kl_attention_ctx *ctx, kl_status s, const char *wh
 // Whether cuDNN is to be tried for this shape; when not, why (an error the caller settles).
 static kl_status cudnn_applies(const kl_attention_ctx *ctx, int B, int T, int NH, int NKV, int HS) {
 #if defined(KILN_HAVE_CUDNN)
+    (void)ctx;
     if (B > 0 && T > 0 && NH > 0 && NKV > 0 && HS > 0 && NH % NKV == 0) return KL_OK;
     return kl_error(KL_ERR_UNSUPPORTED, "cuDNN SDPA: shape B=%d T=%d NH=%d NKV=%d HS=%d not accepted", B, T, NH, NKV,
                     HS);

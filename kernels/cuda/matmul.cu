@@ -289,7 +289,8 @@ static void set_device_sig(kl_gemm_ctx *ctx) {
     cudaDeviceGetAttribute(&minor, cudaDevAttrComputeCapabilityMinor, dev);
     cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev);
     cudaGetLastError();
-    snprintf(ctx->device_sig, sizeof ctx->device_sig, "%s, sm_%d%d, %d SMs, cuBLASLt %zu, workspace %zu", prop.name,
+    /* GPU names are short ("NVIDIA H200"); the precision only bounds the field */
+    snprintf(ctx->device_sig, sizeof ctx->device_sig, "%.96s, sm_%d%d, %d SMs, cuBLASLt %zu, workspace %zu", prop.name,
              major, minor, sms, cublasLtGetVersion(), ctx->ws_bytes);
     for (char *c = ctx->device_sig; *c; c++)
         if (*c == '\t' || *c == '\n') *c = ' ';

@@ -287,7 +287,9 @@ TEST(MatmulCuda, TimedChoiceIsCorrectRememberedAndReloaded) {
             << kl_last_error();
         out[c] = d_out.download();
         EXPECT_EQ(kl_gemm_ctx_stats(ctx.get()).timed_shapes, c == 0 ? 1 : 0) << "context " << c;
-        if (c == 0) ASSERT_EQ(kl_gemm_ctx_save_tuning(ctx.get(), file.c_str()), KL_OK) << kl_last_error();
+        if (c == 0) {
+            ASSERT_EQ(kl_gemm_ctx_save_tuning(ctx.get(), file.c_str()), KL_OK) << kl_last_error();
+        }
     }
     std::vector<float> ref((size_t)N * OC);
     kl_matmul_forward_cpu(ref.data(), inp.data(), w.data(), nullptr, N, IC, OC);

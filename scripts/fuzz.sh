@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
-# Fuzzes kiln's readers of untrusted text with libFuzzer for a bounded time each: the safetensors header
-# (tests/fuzz/safetensors_fuzz.c), the YAML config (config_fuzz.c) and Hugging Face config.json
-# (hf_config_fuzz.c).
-#   scripts/fuzz.sh [SECONDS] [TARGET ...]   # default 60 s each, targets "safetensors config hf_config"
+# Fuzzes kiln's readers of untrusted input with libFuzzer for a bounded time each: the safetensors header
+# (tests/fuzz/safetensors_fuzz.c), the YAML config (config_fuzz.c), Hugging Face config.json
+# (hf_config_fuzz.c) and token files (tokfile_fuzz.c).
+#   scripts/fuzz.sh [SECONDS] [TARGET ...]   # default 60 s each: safetensors config hf_config tokfile
 # Builds tests/fuzz on its own with clang into build-fuzz/ (KILN_FUZZ_BUILD overrides), replays each
 # committed corpus, then mutates it for SECONDS. Exit status: 0 no crash; 1 a crash, leak or timeout (the
 # input is kept under build-fuzz/artifacts/ and named below); 2 no usable toolchain (clang and the
@@ -15,7 +15,7 @@ secs=${1:-60}
 [[ "$secs" =~ ^[0-9]+$ ]] || { echo "usage: scripts/fuzz.sh [SECONDS] [TARGET ...]" >&2; exit 2; }
 shift $(($# > 0 ? 1 : 0))
 targets=("$@")
-[ ${#targets[@]} -gt 0 ] || targets=(safetensors config hf_config)
+[ ${#targets[@]} -gt 0 ] || targets=(safetensors config hf_config tokfile)
 for t in "${targets[@]}"; do
   if [ ! -d "tests/fuzz/corpus/$t" ]; then
     echo "fuzz.sh: no target '$t' (tests/fuzz/corpus/ has: $(ls tests/fuzz/corpus | tr '\n' ' '))" >&2
@@ -88,6 +88,9 @@ DICT
 } | sed 's/.*/"\\"&\\""/' >"$build/hf_config.dict"
 printf '%s\n' '":"' '"{"' '"}"' '"["' '"]"' '","' '"-1"' '"0"' '"1e300"' '"1e-300"' '"4.5"' '"1000000001"' \
   '"2147483648"' >>"$build/hf_config.dict"
+
+printf '%s\n' '"BIN.TOK\x0a"' '"\x01\x00\x00\x00"' '"\x02\x00\x00\x00"' '"\x04\x00\x00\x00"' '"\xff\xff\xff\xff"' \
+  '"\x00\x00\x00\x80"' '"\xff\xff\xff\x7f"' >"$build/tokfile.dict" # header words: magic, version, sizes
 
 rc=0
 for t in "${targets[@]}"; do

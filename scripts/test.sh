@@ -3,7 +3,7 @@
 #   scripts/test.sh            # cpu tests; gpu tests too when a GPU is visible
 # Steps: setup -> release build (CUDA for every target architecture when nvcc is present) -> ctest
 # -> a second build under AddressSanitizer + UndefinedBehaviorSanitizer -> its cpu tests -> a bounded
-# libFuzzer run on each reader of untrusted text in tests/fuzz (KILN_FUZZ_SECONDS each, default 60).
+# libFuzzer run on each target in tests/fuzz (KILN_FUZZ_SECONDS each, default 60).
 # KILN_SKIP_SANITIZE=1 skips the sanitizer pass (for quick local runs; CI always runs it).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -34,6 +34,6 @@ if [ "${KILN_SKIP_SANITIZE:-0}" != 1 ]; then
   (cd build-asan && ASAN_OPTIONS=detect_leaks=1 UBSAN_OPTIONS=print_stacktrace=1 \
      ctest -L cpu --output-on-failure -j "$jobs" --timeout 1800)
 fi
-echo "== fuzzing safetensors, YAML config and config.json reading (${KILN_FUZZ_SECONDS:-60} s each)"
+echo "== fuzzing safetensors, YAML, config.json and token-file reading (${KILN_FUZZ_SECONDS:-60} s each)"
 scripts/fuzz.sh "${KILN_FUZZ_SECONDS:-60}"
 echo "== all tests passed"

@@ -40,7 +40,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     kl_config_defaults(&c);
     before = c;
     if (kl_config_load_string(&c, text, "fuzz.yaml", "/fuzz/base") != KL_OK) {
-        if (first_difference(&c, &before)) fail("a refused config changed the config", first_difference(&c, &before));
+        const kl_key *changed = first_difference(&c, &before);
+        if (changed) fail("a refused config changed the config", changed);
         if (strncmp(kl_last_error(), "fuzz.yaml", 9) != 0) {
             fprintf(stderr, "message: %s\n", kl_last_error());
             fail("a refusal's message does not start with the file's name", NULL);

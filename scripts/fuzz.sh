@@ -2,7 +2,7 @@
 # Fuzzes kiln's readers of untrusted input with libFuzzer for a bounded time each: the safetensors header
 # (tests/fuzz/safetensors_fuzz.c), the YAML config (config_fuzz.c), Hugging Face config.json
 # (hf_config_fuzz.c) and token files (tokfile_fuzz.c).
-#   scripts/fuzz.sh [SECONDS] [TARGET ...]   # default 60 s each: safetensors config hf_config tokfile
+#   scripts/fuzz.sh [SECONDS] [TARGET ...]   # default 60 s each, every target (tests/fuzz/corpus/TARGET)
 # Builds tests/fuzz on its own with clang into build-fuzz/ (KILN_FUZZ_BUILD overrides), replays each
 # committed corpus, then mutates it for SECONDS. Exit status: 0 no crash; 1 a crash, leak or timeout (the
 # input is kept under build-fuzz/artifacts/ and named below); 2 no usable toolchain (clang and the
@@ -15,7 +15,7 @@ secs=${1:-60}
 [[ "$secs" =~ ^[0-9]+$ ]] || { echo "usage: scripts/fuzz.sh [SECONDS] [TARGET ...]" >&2; exit 2; }
 shift $(($# > 0 ? 1 : 0))
 targets=("$@")
-[ ${#targets[@]} -gt 0 ] || targets=(safetensors config hf_config tokfile)
+[ ${#targets[@]} -gt 0 ] || targets=($(ls tests/fuzz/corpus)) # a target per corpus folder
 for t in "${targets[@]}"; do
   if [ ! -d "tests/fuzz/corpus/$t" ]; then
     echo "fuzz.sh: no target '$t' (tests/fuzz/corpus/ has: $(ls tests/fuzz/corpus | tr '\n' ' '))" >&2

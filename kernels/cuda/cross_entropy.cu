@@ -24,6 +24,13 @@ __device__ __forceinline__ MaxSum combine(MaxSum a, MaxSum b) {
     return {M, a.s * exp2f((a.m - M) * kLog2e) + b.s * exp2f((b.m - M) * kLog2e)};
 }
 
+// The butterfly over a warp: every lane ends with the combination of all 32 lanes' pairs.
+__device__ __forceinline__ MaxSum warp_combine(MaxSum r) {
+    for (int o = 16; o > 0; o >>= 1)
+        r = combine(r, {__shfl_xor_sync(0xffffffffu, r.m, o), __shfl_xor_sync(0xffffffffu, r.s, o)});
+    return r;
+}
+
 template <int VEC>
 __device__ __forceinline__ void accumulate(MaxSum &r, const float (&f)[VEC]) {
     float mx = f[0];
@@ -115,15 +122,12 @@ __global__ void __launch_bounds__(kThreads, 1)
         }
     }
     // Fixed reduction tree: butterfly within each warp, then warp 0 combines the 32 warp results.
-    for (int o = 16; o > 0; o >>= 1)
-        r = combine(r, {__shfl_xor_sync(0xffffffffu, r.m, o), __shfl_xor_sync(0xffffffffu, r.s, o)});
+    r = warp_combine(r);
     const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
     if (lane == 0) warp_ms[warp] = r;
     __syncthreads();
     if (warp == 0) {
-        MaxSum w = lane < (kThreads >> 5) ? warp_ms[lane] : MaxSum{-INFINITY, 0.f};
-        for (int o = 16; o > 0; o >>= 1)
-            w = combine(w, {__shfl_xor_sync(0xffffffffu, w.m, o), __shfl_xor_sync(0xffffffffu, w.s, o)});
+        const MaxSum w = warp_combine(lane < (kThreads >> 5) ? warp_ms[lane] : MaxSum{-INFINITY, 0.f});
         if (lane == 0) {
             const float lse = w.m + logf(w.s);
             sh_lse = lse;

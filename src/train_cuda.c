@@ -270,13 +270,7 @@ kl_status kl_trainer_cuda_finish(kl_trainer_cuda *t, kl_step_result *r) {
     t->step++;
     if (!isfinite(r->loss) || !isfinite(r->grad_norm)) { /* the device already skipped the update */
         r->skipped = 1;
-        t->bad_streak++;
-        if (t->bad_streak >= t->o.max_bad_steps)
-            return kl_error(KL_ERR_NUMERIC,
-                            "step %lld: %d consecutive steps with a non-finite %s; halting before the weights are "
-                            "corrupted (lower optim.lr, raise train.grad_clip, or check the data)",
-                            (long long)t->step, t->bad_streak, isfinite(r->loss) ? "gradient" : "loss");
-        return KL_OK;
+        return kl_trainer_count_bad_step(&t->bad_streak, t->o.max_bad_steps, (long long)t->step, r->loss);
     }
     t->bad_streak = 0;
     return KL_OK;

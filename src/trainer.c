@@ -49,6 +49,14 @@ double kl_grad_norm(const float *g, size_t n) {
     return sqrt(s);
 }
 
+kl_status kl_trainer_count_bad_step(int *bad_streak, int max_bad_steps, long long step, double loss) {
+    if (++*bad_streak < max_bad_steps) return KL_OK;
+    return kl_error(KL_ERR_NUMERIC,
+                    "step %lld: %d consecutive steps with a non-finite %s; halting before the weights are corrupted "
+                    "(lower optim.lr, raise train.grad_clip, or check the data)",
+                    step, *bad_streak, isfinite(loss) ? "gradient" : "loss");
+}
+
 kl_status kl_trainer_step(kl_trainer *t, const int32_t *inputs, const int32_t *targets, kl_step_result *r) {
     const int B = t->o.B, T = t->o.T, GA = t->o.grad_accum;
     const size_t mb = (size_t)B * T;
@@ -81,12 +89,7 @@ kl_status kl_trainer_step(kl_trainer *t, const int32_t *inputs, const int32_t *t
 
     if (!isfinite(r->loss) || !isfinite(r->grad_norm)) {
         r->skipped = 1;
-        t->bad_streak++;
-        if (t->bad_streak >= t->o.max_bad_steps)
-            return kl_error(KL_ERR_NUMERIC,
-                            "step %lld: %d consecutive steps with a non-finite %s; halting before the weights are "
-                            "corrupted (lower optim.lr, raise train.grad_clip, or check the data)",
-                            (long long)t->step + 1, t->bad_streak, isfinite(r->loss) ? "gradient" : "loss");
+        KL_TRY(kl_trainer_count_bad_step(&t->bad_streak, t->o.max_bad_steps, (long long)t->step + 1, r->loss));
         t->step++;
         return KL_OK;
     }

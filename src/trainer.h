@@ -52,6 +52,10 @@ void kl_trainer_free(kl_trainer *t);
 /* One optimizer step over grad_accum micro-batches: inputs/targets hold grad_accum * B * T tokens. */
 kl_status kl_trainer_step(kl_trainer *t, const int32_t *inputs, const int32_t *targets, kl_step_result *r);
 
+/* After a step whose loss or gradient norm is not finite (its update skipped): counts it in *bad_streak and
+ * fails with KL_ERR_NUMERIC, naming the step, once max_bad_steps such steps come in a row. Both trainers use it. */
+kl_status kl_trainer_count_bad_step(int *bad_streak, int max_bad_steps, long long step, double loss);
+
 /* Sum of losses and count of valid targets over one batch (no gradients). */
 kl_status kl_trainer_eval_batch(kl_trainer *t, const int32_t *inputs, const int32_t *targets, double *loss_sum,
                                 int64_t *n_valid);

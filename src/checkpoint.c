@@ -254,14 +254,20 @@ static int is_regular_file(const char *path) {
 }
 
 /* ---- the DONE marker ------------------------------------------------------------------------------------ */
+/* The marker's whole text; a DONE reads as complete only if it is exactly this. */
+static int done_text(char *buf, size_t n, int format, long long step, int world) {
+    return snprintf(buf, n, "kiln checkpoint\nformat %d\nstep %lld\nworld %d\n", format, step, world);
+}
+
 static kl_status write_done(const char *dir, int64_t step, int world) {
     char tmp[KL_CKPT_PATH_MAX], path[KL_CKPT_PATH_MAX];
     KL_TRY(join(tmp, sizeof tmp, dir, DONE_NAME ".tmp"));
     KL_TRY(join(path, sizeof path, dir, DONE_NAME));
     FILE *f = fopen(tmp, "wb");
     if (!f) return kl_error(KL_ERR_IO, "writing %s: %s", tmp, strerror(errno));
-    int ok = fprintf(f, "kiln checkpoint\nformat %d\nstep %lld\nworld %d\n", KL_CKPT_FORMAT_VERSION,
-                     (long long)step, world) > 0;
+    char text[128];
+    const int len = done_text(text, sizeof text, KL_CKPT_FORMAT_VERSION, (long long)step, world);
+    int ok = fwrite(text, 1, (size_t)len, f) == (size_t)len;
     ok = fflush(f) == 0 && ok;
     ok = fsync(fileno(f)) == 0 && ok;
     int err = errno;
@@ -296,7 +302,10 @@ static int read_done(const char *dir, int64_t *step, int *world, char *why, size
     buf[n] = 0;
     int format = 0, w = 0;
     long long s = -1;
-    if (sscanf(buf, "kiln checkpoint format %d step %lld world %d", &format, &s, &w) != 3 || s < 0 || w < 1) {
+    char canon[128];
+    /* what kiln writes and nothing else: no trailing bytes, no other spacing or digits */
+    if (sscanf(buf, "kiln checkpoint format %d step %lld world %d", &format, &s, &w) != 3 || s < 0 || w < 1 ||
+        done_text(canon, sizeof canon, format, s, w) != (int)n || memcmp(canon, buf, n) != 0) {
         snprintf(why, why_n, "DONE marker is unreadable");
         return 0;
     }

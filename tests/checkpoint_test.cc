@@ -421,6 +421,29 @@ TEST(CheckpointProtocol, MissingRankFileMakesAFolderIncomplete) {
     EXPECT_TRUE(contains(c.warning, "DONE marker is unreadable")) << c.warning;
 }
 
+TEST(CheckpointProtocol, DoneMarkerCountsOnlyAsKilnWritesIt) {
+    std::string root = kltest::make_temp_dir("ckpt_done_text") + "/ckpt";
+    write_small(root, 5);
+    write_small(root, 9);
+    const std::string done = step_dir(root, 9) + "/DONE", exact = "kiln checkpoint\nformat 1\nstep 9\nworld 1\n";
+    EXPECT_EQ(kltest::read_file(done), exact) << "the marker kiln writes";
+    kl_ckpt_choice c;
+    // each of these parses with a lenient scanf, and none is what kiln writes
+    const std::string bad[] = {exact + std::string(2, '\0'), exact + "x", exact.substr(0, exact.size() - 1),
+                               "kiln checkpoint format 1 step 9 world 1\n", "kiln checkpoint\nformat 1\nstep 09\nworld 1\n",
+                               "kiln checkpoint\nformat 1\nstep 9\nworld 1\n\n", std::string(300, ' ') + exact};
+    for (const std::string &text : bad) {
+        kltest::write_file(done, text);
+        ASSERT_EQ(kl_ckpt_find_latest(root.c_str(), &c), KL_OK);
+        EXPECT_EQ(c.step, 5) << "accepted a DONE of " << text.size() << " bytes";
+        EXPECT_TRUE(contains(c.warning, "DONE marker is unreadable")) << c.warning;
+    }
+    kltest::write_file(done, exact);
+    ASSERT_EQ(kl_ckpt_find_latest(root.c_str(), &c), KL_OK);
+    EXPECT_EQ(c.step, 9);
+    EXPECT_STREQ(c.warning, "");
+}
+
 TEST(CheckpointProtocol, ResavingAStepUnmarksItFirstAndReplacesItsData) {
     uint64_t seed = kltest::fresh_seed("CheckpointProtocol.ResavingAStepUnmarksItFirstAndReplacesItsData");
     std::string root = kltest::make_temp_dir("ckpt_resave") + "/ckpt";

@@ -429,9 +429,13 @@ TEST(CheckpointProtocol, DoneMarkerCountsOnlyAsKilnWritesIt) {
     EXPECT_EQ(kltest::read_file(done), exact) << "the marker kiln writes";
     kl_ckpt_choice c;
     // each of these parses with a lenient scanf, and none is what kiln writes
-    const std::string bad[] = {exact + std::string(2, '\0'), exact + "x", exact.substr(0, exact.size() - 1),
-                               "kiln checkpoint format 1 step 9 world 1\n", "kiln checkpoint\nformat 1\nstep 09\nworld 1\n",
-                               "kiln checkpoint\nformat 1\nstep 9\nworld 1\n\n", std::string(300, ' ') + exact};
+    const std::string bad[] = {exact + std::string(2, '\0'),
+                               exact + "x",
+                               exact.substr(0, exact.size() - 1),
+                               exact + "\n",
+                               "kiln checkpoint format 1 step 9 world 1\n",
+                               "kiln checkpoint\nformat 1\nstep 09\nworld 1\n",
+                               std::string(300, ' ') + exact};
     for (const std::string &text : bad) {
         kltest::write_file(done, text);
         ASSERT_EQ(kl_ckpt_find_latest(root.c_str(), &c), KL_OK);

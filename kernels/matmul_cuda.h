@@ -39,8 +39,9 @@ kl_gemm_stats kl_gemm_ctx_stats(const kl_gemm_ctx *ctx);
 /* Algorithm choice by timing. cuBLASLt's heuristic ranks its candidate kernels by a model; the first is 5-15%
  * slower than the best on some shapes (H200: the MLP down projection's dinp, the LM head). While timing is on,
  * every product whose plan is new (a shape, layout or alignment not seen before and not remembered) runs each
- * candidate a few times on the call's own operands and keeps the fastest (the first unless another is 2%
- * faster) — so the call WRITES ITS OUTPUT SEVERAL TIMES, ACCUMULATING INTO IT when beta != 0: turn timing on
+ * candidate back to back on the call's own operands, long enough for the GPU to settle at its power limit
+ * (about 0.15 s per candidate), and keeps the fastest (the first unless another is 2% faster) — so the call
+ * WRITES ITS OUTPUT MANY TIMES, ACCUMULATING INTO IT when beta != 0: turn timing on
  * only for a pass whose outputs are thrown away (kl_model_cuda_tune). Nothing is timed on a stream being
  * captured. Choices are remembered by the context and can be saved to and loaded from a tuning file, so later
  * runs (and reruns, which must repeat bit for bit: the algorithm fixes the summation order) use the same

@@ -164,6 +164,14 @@ TEST(MatmulCuda, OddShapesMatchCpu) {
     check_linear({129, 1, 67}, true, 0, false, "matmul IC=1");
 }
 
+TEST(MatmulCuda, DbiasVectorPathEdgesMatchCpu) {
+    SKIP_WITHOUT_GPU();
+    // OC a multiple of 8 with aligned pointers takes the 8-column path of the bias gradient: one split that adds
+    // straight into dbias (N <= 64) with a last column block holding one vector, and many splits (N = 1000)
+    check_linear({40, 24, 264}, true, 0, false, "matmul dbias one split 40x24x264");
+    check_linear({1000, 16, 2056}, true, 0, false, "matmul dbias splits 1000x16x2056");
+}
+
 TEST(MatmulCuda, MisalignedPointersMatchCpu) {
     SKIP_WITHOUT_GPU();
     // one element past a 256-byte boundary: 2-byte aligned BF16, 4-byte aligned FP32

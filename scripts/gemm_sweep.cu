@@ -1,8 +1,8 @@
 // gemm_sweep.cu — every cuBLASLt candidate for the Qwen2.5-1.5B products (MLP gate+up and down, LM head; forward,
 // dinp, dw +=) timed two ways: a 10-call burst (what a cool chip does) and a sustained run of SECONDS (default 1)
 // after a quarter of that of warm-up, with the board energy from NVML (mJ per call) and the SM clock halfway
-// through. At the H200's 700 W cap the sustained column is what training sees; docs/benchmarks.md ("GEMM
-// tuning") has a run. Measurement aid, not part of the build:
+// through. At the H200's 700 W cap the sustained column is what training sees; docs/benchmarks.md ("Sustained
+// GEMM tuning") has a run. Measurement aid, not part of the build:
 //   nvcc -O2 -std=c++17 -arch=sm_90a scripts/gemm_sweep.cu -o gemm_sweep -lcublasLt -ldl
 //   ./gemm_sweep [SECONDS] [OP_SUBSTRING]        # two rounds, the second in reverse order
 #include <cublasLt.h>
@@ -13,47 +13,98 @@
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
+
 #include <vector>
-#define CK(x) do { cudaError_t e_ = (x); if (e_ != cudaSuccess) { printf("%s: %s\n", #x, cudaGetErrorString(e_)); exit(1);} } while (0)
-#define CB(x) do { cublasStatus_t e_ = (x); if (e_ != CUBLAS_STATUS_SUCCESS) { printf("%s: %d\n", #x, (int)e_); exit(1);} } while (0)
-typedef int (*nvInit_t)(void);
-typedef int (*nvHandle_t)(unsigned, void **);
-typedef int (*nvEnergy_t)(void *, unsigned long long *);
-typedef int (*nvClock_t)(void *, int, unsigned *);
-static nvEnergy_t nvEnergy; static nvClock_t nvClock; static void *dev;
+
+#define CK(x) check_cuda((x), #x)
+#define CB(x) check_cublas((x), #x)
+
+static void check_cuda(cudaError_t e, const char *what) {
+    if (e == cudaSuccess) return;
+    fprintf(stderr, "%s: %s\n", what, cudaGetErrorString(e));
+    exit(1);
+}
+static void check_cublas(cublasStatus_t e, const char *what) {
+    if (e == CUBLAS_STATUS_SUCCESS) return;
+    fprintf(stderr, "%s: cuBLAS status %d\n", what, (int)e);
+    exit(1);
+}
+
+// The three NVML calls used, loaded at run time (the driver's library; nothing to link against).
+struct Nvml {
+    void *dev = nullptr;
+    int (*energy)(void *, unsigned long long *) = nullptr;  // mJ since the driver loaded
+    int (*clock)(void *, int, unsigned *) = nullptr;        // type 1 = SM clock, MHz
+    bool open() {
+        void *h = dlopen("libnvidia-ml.so.1", RTLD_NOW);
+        if (!h) return false;
+        auto init = (int (*)(void))dlsym(h, "nvmlInit_v2");
+        auto handle = (int (*)(unsigned, void **))dlsym(h, "nvmlDeviceGetHandleByIndex_v2");
+        energy = (int (*)(void *, unsigned long long *))dlsym(h, "nvmlDeviceGetTotalEnergyConsumption");
+        clock = (int (*)(void *, int, unsigned *))dlsym(h, "nvmlDeviceGetClockInfo");
+        return init && handle && energy && clock && init() == 0 && handle(0, &dev) == 0;
+    }
+};
+
+// Uniform(-1, 1) BF16 from a hash of the index (zeros would run faster than real data).
 __global__ void fill(__nv_bfloat16 *p, size_t n, unsigned seed) {
     for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < n; i += (size_t)gridDim.x * blockDim.x) {
-        unsigned x = (unsigned)i * 2654435761u ^ seed; x ^= x >> 13; x *= 0x5bd1e995u; x ^= x >> 15;
+        unsigned x = (unsigned)i * 2654435761u ^ seed;
+        x ^= x >> 13;
+        x *= 0x5bd1e995u;
+        x ^= x >> 15;
         p[i] = __float2bfloat16((float)(x & 0xffff) / 32768.f - 1.f);
     }
 }
-struct Op { const char *name; int ta, tb, m, n, k, f32; };
+
+// A product in kiln's column-major view (kernels/cuda/matmul.cu): D(m, n) = op(A) op(B), FP32 D accumulates.
+struct Op {
+    const char *name;
+    int ta, tb, m, n, k, f32;
+};
+
 int main(int argc, char **argv) {
-    void *h = dlopen("libnvidia-ml.so.1", RTLD_NOW);
-    if (!h) { printf("no nvml\n"); return 1; }
-    ((nvInit_t)dlsym(h, "nvmlInit_v2"))();
-    ((nvHandle_t)dlsym(h, "nvmlDeviceGetHandleByIndex_v2"))(0, &dev);
-    nvEnergy = (nvEnergy_t)dlsym(h, "nvmlDeviceGetTotalEnergyConsumption");
-    nvClock = (nvClock_t)dlsym(h, "nvmlDeviceGetClockInfo");
+    Nvml nvml;
+    if (!nvml.open()) {
+        fprintf(stderr, "gemm_sweep: NVML (libnvidia-ml.so.1) not available\n");
+        return 1;
+    }
     const double secs = argc > 1 ? atof(argv[1]) : 1.0;
     const int N = 16384, C = 1536, F2 = 17920, F = 8960, V = 151936;
     std::vector<Op> ops = {
-        {"gu fwd", 1, 0, F2, N, C, 0}, {"gu dinp", 0, 0, C, N, F2, 0}, {"gu dw", 0, 1, C, F2, N, 1},
+        {"gu fwd", 1, 0, F2, N, C, 0},  {"gu dinp", 0, 0, C, N, F2, 0},  {"gu dw", 0, 1, C, F2, N, 1},
         {"down fwd", 1, 0, C, N, F, 0}, {"down dinp", 0, 0, F, N, C, 0}, {"down dw", 0, 1, F, C, N, 1},
         {"head fwd", 1, 0, V, N, C, 0}, {"head dinp", 0, 0, C, N, V, 0}, {"head dw", 0, 1, C, V, N, 1},
     };
-    if (argc > 2) { std::vector<Op> sel; for (auto &o : ops) if (strstr(o.name, argv[2])) sel.push_back(o); ops = sel; }
-    cublasLtHandle_t lt; CB(cublasLtCreate(&lt));
-    size_t wsb = 32u << 20; void *ws; CK(cudaMalloc(&ws, wsb));
-    size_t maxe = (size_t)V * N; // largest operand
-    __nv_bfloat16 *A, *B, *Db; float *Df;
-    CK(cudaMalloc(&A, (size_t)V * C * 2)); CK(cudaMalloc(&B, maxe * 2)); CK(cudaMalloc(&Db, maxe * 2));
+    if (argc > 2) {
+        std::vector<Op> sel;
+        for (const Op &o : ops)
+            if (strstr(o.name, argv[2])) sel.push_back(o);
+        ops = sel;
+    }
+    cublasLtHandle_t lt;
+    CB(cublasLtCreate(&lt));
+    size_t ws_bytes = 32u << 20;
+    void *ws;
+    CK(cudaMalloc(&ws, ws_bytes));
+    const size_t big = (size_t)V * N;  // the largest operand: the LM head's logits
+    __nv_bfloat16 *A, *B, *Db;
+    float *Df;
+    CK(cudaMalloc(&A, (size_t)V * C * 2));
+    CK(cudaMalloc(&B, big * 2));
+    CK(cudaMalloc(&Db, big * 2));
     CK(cudaMalloc(&Df, (size_t)V * C * 4));
-    fill<<<4096, 256>>>(A, (size_t)V * C, 1); fill<<<4096, 256>>>(B, maxe, 2); CK(cudaMemset(Df, 0, (size_t)V * C * 4));
-    cudaEvent_t e0, e1; cudaEventCreate(&e0); cudaEventCreate(&e1);
-    printf("%-10s %4s %9s %9s %9s %8s %6s %6s %s\n", "op", "rank", "burst_us", "sust_us", "mJ/call", "TFLOP/s", "W", "MHz", "algo");
-    for (auto &o : ops) {
-        cublasLtMatmulDesc_t desc; CB(cublasLtMatmulDescCreate(&desc, CUBLAS_COMPUTE_32F, CUDA_R_32F));
+    fill<<<4096, 256>>>(A, (size_t)V * C, 1);
+    fill<<<4096, 256>>>(B, big, 2);
+    CK(cudaMemset(Df, 0, (size_t)V * C * 4));
+    cudaEvent_t e0, e1;
+    CK(cudaEventCreate(&e0));
+    CK(cudaEventCreate(&e1));
+    printf("%-10s %4s %9s %9s %9s %8s %6s %6s %s\n", "op", "rank", "burst_us", "sust_us", "mJ/call", "TFLOP/s", "W",
+           "MHz", "algo");
+    for (const Op &o : ops) {
+        cublasLtMatmulDesc_t desc;
+        CB(cublasLtMatmulDescCreate(&desc, CUBLAS_COMPUTE_32F, CUDA_R_32F));
         cublasOperation_t ta = o.ta ? CUBLAS_OP_T : CUBLAS_OP_N, tb = o.tb ? CUBLAS_OP_T : CUBLAS_OP_N;
         CB(cublasLtMatmulDescSetAttribute(desc, CUBLASLT_MATMUL_DESC_TRANSA, &ta, sizeof ta));
         CB(cublasLtMatmulDescSetAttribute(desc, CUBLASLT_MATMUL_DESC_TRANSB, &tb, sizeof tb));
@@ -62,39 +113,65 @@ int main(int argc, char **argv) {
         CB(cublasLtMatrixLayoutCreate(&la, CUDA_R_16BF, ar, ac, ar));
         CB(cublasLtMatrixLayoutCreate(&lb, CUDA_R_16BF, br, bc, br));
         CB(cublasLtMatrixLayoutCreate(&ld, o.f32 ? CUDA_R_32F : CUDA_R_16BF, o.m, o.n, o.m));
-        cublasLtMatmulPreference_t pref; CB(cublasLtMatmulPreferenceCreate(&pref));
-        CB(cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES, &wsb, sizeof wsb));
-        cublasLtMatmulHeuristicResult_t res[8]; int nres = 0;
+        cublasLtMatmulPreference_t pref;
+        CB(cublasLtMatmulPreferenceCreate(&pref));
+        CB(cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES, &ws_bytes,
+                                                sizeof ws_bytes));
+        cublasLtMatmulHeuristicResult_t res[8];
+        int nres = 0;
         CB(cublasLtMatmulAlgoGetHeuristic(lt, desc, la, lb, ld, ld, pref, 8, res, &nres));
         const float alpha = 1.f, beta = o.f32 ? 1.f : 0.f;
         void *D = o.f32 ? (void *)Df : (void *)Db;
         const double flop = 2.0 * o.m * o.n * (double)o.k;
         for (int round = 0; round < 2; round++)
-        for (int ii = 0; ii < nres; ii++) {
-            const int i = round ? nres - 1 - ii : ii;
-            if (res[i].state != CUBLAS_STATUS_SUCCESS) continue;
-            auto run = [&] { CB(cublasLtMatmul(lt, desc, &alpha, A, la, B, lb, &beta, D, ld, D, ld, &res[i].algo, ws, wsb, 0)); };
-            for (int w = 0; w < 3; w++) run();
-            CK(cudaEventRecord(e0)); for (int w = 0; w < 10; w++) run(); CK(cudaEventRecord(e1)); CK(cudaEventSynchronize(e1));
-            float ms = 0; cudaEventElapsedTime(&ms, e0, e1); const double burst = ms / 10 * 1e3;
-            const int calls = (int)(secs * 1e6 / burst);
-            // sustained: warm for a quarter, then measure
-            for (int w = 0; w < calls / 4; w++) run();
-            CK(cudaDeviceSynchronize());
-            unsigned long long ea = 0, eb = 0; nvEnergy(dev, &ea);
-            CK(cudaEventRecord(e0)); for (int w = 0; w < calls; w++) run(); CK(cudaEventRecord(e1));
-            unsigned mhz = 0; usleep((useconds_t)(secs * 5e5)); nvClock(dev, 1, &mhz);
-            CK(cudaEventSynchronize(e1)); nvEnergy(dev, &eb);
-            cudaEventElapsedTime(&ms, e0, e1);
-            const double sus = ms / calls * 1e3, mj = (double)(eb - ea) / calls;
-            int tile = 0, stages = 0, cta = 0; size_t sz;
-            cublasLtMatmulAlgoConfigGetAttribute(&res[i].algo, CUBLASLT_ALGO_CONFIG_TILE_ID, &tile, sizeof tile, &sz);
-            cublasLtMatmulAlgoConfigGetAttribute(&res[i].algo, CUBLASLT_ALGO_CONFIG_STAGES_ID, &stages, sizeof stages, &sz);
-            cublasLtMatmulAlgoConfigGetAttribute(&res[i].algo, CUBLASLT_ALGO_CONFIG_CLUSTER_SHAPE_ID, &cta, sizeof cta, &sz);
-            printf("%-10s %4d %9.1f %9.1f %9.1f %8.0f %6.0f %6u tile%d st%d cl%d%s\n", o.name, i, burst, sus, mj,
-                   flop / (sus * 1e-6) / 1e12, (eb - ea) / (ms), mhz, tile, stages, cta, round ? " (2nd)" : "");
-            fflush(stdout);
-        }
+            for (int ii = 0; ii < nres; ii++) {
+                const int i = round ? nres - 1 - ii : ii;
+                if (res[i].state != CUBLAS_STATUS_SUCCESS) continue;
+                auto run = [&] {
+                    CB(cublasLtMatmul(lt, desc, &alpha, A, la, B, lb, &beta, D, ld, D, ld, &res[i].algo, ws, ws_bytes,
+                                      0));
+                };
+                for (int w = 0; w < 3; w++) run();
+                float ms = 0;
+                CK(cudaEventRecord(e0));
+                for (int w = 0; w < 10; w++) run();
+                CK(cudaEventRecord(e1));
+                CK(cudaEventSynchronize(e1));
+                CK(cudaEventElapsedTime(&ms, e0, e1));
+                const double burst = ms / 10 * 1e3;
+                const int calls = (int)(secs * 1e6 / burst) + 1;
+                for (int w = 0; w < calls / 4; w++) run();  // warm-up: reach the power limit
+                CK(cudaDeviceSynchronize());
+                unsigned long long ea = 0, eb = 0;
+                unsigned mhz = 0;
+                nvml.energy(nvml.dev, &ea);
+                CK(cudaEventRecord(e0));
+                for (int w = 0; w < calls; w++) run();
+                CK(cudaEventRecord(e1));
+                usleep((useconds_t)(secs * 5e5));
+                nvml.clock(nvml.dev, 1, &mhz);
+                CK(cudaEventSynchronize(e1));
+                nvml.energy(nvml.dev, &eb);
+                CK(cudaEventElapsedTime(&ms, e0, e1));
+                const double sustained = ms / calls * 1e3, mj = (double)(eb - ea) / calls;
+                int tile = 0, stages = 0, cluster = 0;
+                size_t sz;
+                cublasLtMatmulAlgoConfigGetAttribute(&res[i].algo, CUBLASLT_ALGO_CONFIG_TILE_ID, &tile, sizeof tile,
+                                                     &sz);
+                cublasLtMatmulAlgoConfigGetAttribute(&res[i].algo, CUBLASLT_ALGO_CONFIG_STAGES_ID, &stages,
+                                                     sizeof stages, &sz);
+                cublasLtMatmulAlgoConfigGetAttribute(&res[i].algo, CUBLASLT_ALGO_CONFIG_CLUSTER_SHAPE_ID, &cluster,
+                                                     sizeof cluster, &sz);
+                printf("%-10s %4d %9.1f %9.1f %9.1f %8.0f %6.0f %6u tile%d st%d cl%d%s\n", o.name, i, burst, sustained,
+                       mj, flop / (sustained * 1e-6) / 1e12, (double)(eb - ea) / ms, mhz, tile, stages, cluster,
+                       round ? " (2nd)" : "");
+                fflush(stdout);
+            }
+        cublasLtMatmulPreferenceDestroy(pref);
+        cublasLtMatrixLayoutDestroy(la);
+        cublasLtMatrixLayoutDestroy(lb);
+        cublasLtMatrixLayoutDestroy(ld);
+        cublasLtMatmulDescDestroy(desc);
     }
     return 0;
 }

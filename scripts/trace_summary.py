@@ -14,9 +14,9 @@ def group(name):
         return "GEMM (cuBLASLt; bias gradient)"
     if "cudnn" in n:
         return "attention (cuDNN)"
-    for key, label in [("swiglu", "SwiGLU"), ("rms", "RMSNorm"), ("dw_reduce", "RMSNorm"), ("cross_entropy", "softmax-CE"),
-                       ("rope", "RoPE"), ("embedding", "embedding"), ("adamw", "optimizer"), ("sum_squares", "optimizer"),
-                       ("clip", "optimizer")]:
+    for key, label in [("swiglu", "SwiGLU"), ("rms", "RMSNorm"), ("dw_reduce", "RMSNorm"),
+                       ("cross_entropy", "softmax-CE"), ("rope", "RoPE"), ("embedding", "embedding"),
+                       ("adamw", "optimizer"), ("sum_squares", "optimizer"), ("clip", "optimizer")]:
         if key in n:
             return label
     return "other"

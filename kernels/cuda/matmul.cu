@@ -342,7 +342,7 @@ static kl_status gemm_run(kl_gemm_ctx *ctx, gemm_plan *p, float alpha, const voi
 // Candidates are timed the way training runs them: back to back, long enough for the GPU to settle at its power
 // limit. An H200 trains at its 700 W cap, where a product's speed follows its energy per product rather than its
 // speed on a cool chip: on the 1.5B MLP products, the fastest candidate of a 10-call burst ran up to 5% slower
-// than another when each ran for 0.6 s (docs/benchmarks.md, "GEMM tuning").
+// than another when each ran for 0.6 s (docs/benchmarks.md, "Sustained GEMM tuning").
 constexpr float kSettleMs = 20.f;  // untimed runs before each candidate's timed ones
 constexpr float kTimedMs = 50.f;
 constexpr int kMaxCalls = 1000;    // per phase: tiny products are timed on fewer calls (launch-bound anyway)

@@ -15,7 +15,7 @@ dim3 grid_for(int N, int per_row) {
 
 // sigmoid(g) with the fast exponential and reciprocal: relative error ~1e-6, far below the BF16 rounding of the
 // result; g << 0 gives exp = inf and sigmoid = 0 (not NaN). The IEEE division and accurate expf made the forward
-// instruction-bound at the power-capped clock (261 us for 0.7 GB at the 1.5B shape, 79% of the copy bound).
+// instruction-bound at the power-capped clock (261 us for 0.88 GB at the 1.5B shape, 79% of the copy bound).
 __device__ __forceinline__ float sigmoid_fast(float g) { return __frcp_rn(1.0f + __expf(-g)); }
 
 template <int VEC>

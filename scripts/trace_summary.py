@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Summarises a kernel trace CSV (scripts/ktrace.c) over its last WINDOW_MS milliseconds: busy time against the
-window (the gaps between kernels), time by kernel group, the time two streams overlapped, and the top kernels
-with their grids.  Usage: trace_summary.py TRACE.csv [WINDOW_MS] [TOP]"""
+window (the gaps between kernels), time by kernel group, the time two or more kernels ran at once, and the top
+kernels with their grids.  Usage: trace_summary.py TRACE.csv [WINDOW_MS] [TOP]"""
 import collections
 import csv
 import re
@@ -9,6 +9,7 @@ import sys
 
 
 def group(name):
+    """The phase a kernel belongs to, from its (mangled) name."""
     n = name.lower()
     if "nvjet" in n or "xmma_gemm" in n or "splitkreduce" in n or "dbias" in n:
         return "GEMM (cuBLASLt; bias gradient)"
@@ -22,47 +23,63 @@ def group(name):
     return "other"
 
 
-def main():
-    path = sys.argv[1]
-    window_ms = float(sys.argv[2]) if len(sys.argv) > 2 else 1000.0
-    top = int(sys.argv[3]) if len(sys.argv) > 3 else 15
-    k = []
-    for r in csv.DictReader(open(path)):
-        k.append((int(r["Start (ns)"]), int(r["Duration (ns)"]), r["Name"], r["GrdX"] + "x" + r["GrdY"], r["Stream"]))
-    if not k:
-        sys.exit(f"{path}: no kernels")
-    k.sort()
-    k = [x for x in k if x[0] >= k[-1][0] - window_ms * 1e6]
-    span = k[-1][0] + k[-1][1] - k[0][0]
-    busy, end, gaps = 0, k[0][0], 0
+def read(path):
+    """The trace's kernels as (start ns, duration ns, name, grid) tuples, by start time."""
+    k = [(int(r["Start (ns)"]), int(r["Duration (ns)"]), r["Name"], r["GrdX"] + "x" + r["GrdY"])
+         for r in csv.DictReader(open(path))]
+    return sorted(k)
+
+
+def summarise(kernels, window_ms):
+    """Over the kernels that start in the last window_ms before the last start: the span (first start to last
+    end), busy time (the union of the kernels' intervals), gaps (span minus busy), the time with two or more
+    kernels running, and the summed duration and count per group and per kernel name. Times in ns."""
+    if not kernels:
+        raise ValueError("no kernels in the trace")
+    last = max(s for s, *_ in kernels)
+    k = sorted(x for x in kernels if x[0] >= last - window_ms * 1e6)
+    span = max(s + d for s, d, *_ in k) - k[0][0]
+    busy, end = 0, k[0][0]
     events = []
     for s, d, *_ in k:
-        gaps += max(0, s - end)
         busy += max(0, s + d - max(s, end))
         end = max(end, s + d)
         events += [(s, 1), (s + d, -1)]
-    overlap, active, last = 0, 0, events[0][0]
+    overlap, active, prev = 0, 0, events[0][0]
     for t, delta in sorted(events):
         if active >= 2:
-            overlap += t - last
+            overlap += t - prev
         active += delta
-        last = t
-    print(f"window {span / 1e6:.1f} ms: kernels busy {busy / 1e6:.1f} ms ({100 * busy / span:.1f}%), {len(k)} kernels, "
-          f"gaps {gaps / 1e6:.1f} ms, two or more kernels at once {overlap / 1e6:.1f} ms")
-    groups = collections.defaultdict(lambda: [0.0, 0])
-    names = collections.defaultdict(lambda: [0.0, 0, ""])
-    for s, d, name, grid, _ in k:
+        prev = t
+    groups = collections.defaultdict(lambda: [0, 0])
+    names = collections.defaultdict(lambda: [0, 0, ""])
+    for s, d, name, grid in k:
         groups[group(name)][0] += d
         groups[group(name)][1] += 1
         short = re.sub(r"\(.*", "", name)[:90]
         names[short][0] += d
         names[short][1] += 1
         names[short][2] = grid
-    total = sum(v[0] for v in groups.values())
-    for g, (t, n) in sorted(groups.items(), key=lambda kv: -kv[1][0]):
+    return {"kernels": len(k), "span": span, "busy": busy, "gaps": span - busy, "overlap": overlap,
+            "groups": dict(groups), "names": dict(names)}
+
+
+def main():
+    path = sys.argv[1]
+    window_ms = float(sys.argv[2]) if len(sys.argv) > 2 else 1000.0
+    top = int(sys.argv[3]) if len(sys.argv) > 3 else 15
+    try:
+        r = summarise(read(path), window_ms)
+    except ValueError as e:
+        sys.exit(f"trace_summary.py: {path}: {e}")
+    print(f"window {r['span'] / 1e6:.1f} ms: kernels busy {r['busy'] / 1e6:.1f} ms "
+          f"({100 * r['busy'] / r['span']:.1f}%), {r['kernels']} kernels, gaps {r['gaps'] / 1e6:.1f} ms, "
+          f"two or more kernels at once {r['overlap'] / 1e6:.1f} ms")
+    total = sum(v[0] for v in r["groups"].values())
+    for g, (t, n) in sorted(r["groups"].items(), key=lambda kv: -kv[1][0]):
         print(f"  {100 * t / total:5.1f}%  {t / 1e6:9.2f} ms  {n:6d}x  {g}")
     print("top kernels:")
-    for name, (t, n, grid) in sorted(names.items(), key=lambda kv: -kv[1][0])[:top]:
+    for name, (t, n, grid) in sorted(r["names"].items(), key=lambda kv: -kv[1][0])[:top]:
         print(f"  {t / 1e6:8.2f} ms {n:5d}x  avg {t / n / 1e3:8.1f} us  grid {grid:>9s}  {name}")
 
 

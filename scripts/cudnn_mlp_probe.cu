@@ -6,7 +6,9 @@
 // The fused forward saves one N x F round trip a layer, the backward two (the 1.5B breakdown in
 // docs/benchmarks.md: SwiGLU is 5.8% of a micro-batch). It also compares the fused outputs with the unfused ones.
 // Measurement aid, not part of the build:
-//   nvcc -O2 -std=c++17 -arch=sm_90a scripts/cudnn_mlp_probe.cu -o cudnn_mlp_probe -lcudnn -lcublasLt
+// The unfused reference runs kiln's own SwiGLU kernels (kernels/cuda/swiglu.cu, linked in):
+//   nvcc -O2 -std=c++17 -arch=sm_90a -Ikernels -Isrc scripts/cudnn_mlp_probe.cu \
+//        kernels/cuda/swiglu.cu src/kl_base.c -o cudnn_mlp_probe -lcudnn -lcublasLt
 //   ./cudnn_mlp_probe [N]
 #include <cublasLt.h>
 #include <cuda_bf16.h>
@@ -18,6 +20,10 @@
 #include <string.h>
 
 #include <vector>
+
+extern "C" {
+#include "swiglu_cuda.h"
+}
 
 #define CK(x) check_cuda((x), #x, __LINE__)
 #define CB(x) check_cublas((x), #x, __LINE__)
@@ -159,54 +165,6 @@ static bool execute(cudnnHandle_t h, Desc plan, void *const *ptrs, const int64_t
     return ok;
 }
 
-// ---- the unfused reference: kiln's SwiGLU kernels (kernels/cuda/swiglu.cu, 16-byte path) ----------------------
-
-__device__ __forceinline__ float sigmoid_fast(float g) { return __frcp_rn(1.0f + __expf(-g)); }
-__device__ __forceinline__ void unpack8(uint4 v, float (&f)[8]) {
-    const __nv_bfloat162 *p = reinterpret_cast<const __nv_bfloat162 *>(&v);
-    for (int i = 0; i < 4; i++) {
-        const float2 t = __bfloat1622float2(p[i]);
-        f[2 * i] = t.x;
-        f[2 * i + 1] = t.y;
-    }
-}
-__device__ __forceinline__ uint4 pack8(const float (&f)[8]) {
-    uint4 v;
-    __nv_bfloat162 *p = reinterpret_cast<__nv_bfloat162 *>(&v);
-    for (int i = 0; i < 4; i++) p[i] = __floats2bfloat162_rn(f[2 * i], f[2 * i + 1]);
-    return v;
-}
-
-__global__ void swiglu_fwd(__nv_bfloat16 *out, const __nv_bfloat16 *gu, int N, int F) {
-    const int c = (blockIdx.x * blockDim.x + threadIdx.x) * 8;
-    if (c >= F) return;
-    for (int n = blockIdx.y; n < N; n += gridDim.y) {
-        float g[8], u[8], o[8];
-        unpack8(*reinterpret_cast<const uint4 *>(gu + (size_t)n * 2 * F + c), g);
-        unpack8(*reinterpret_cast<const uint4 *>(gu + (size_t)n * 2 * F + F + c), u);
-        for (int i = 0; i < 8; i++) o[i] = g[i] * sigmoid_fast(g[i]) * u[i];
-        *reinterpret_cast<uint4 *>(out + (size_t)n * F + c) = pack8(o);
-    }
-}
-
-__global__ void swiglu_bwd(__nv_bfloat16 *dgu, const __nv_bfloat16 *dout, const __nv_bfloat16 *gu, int N, int F) {
-    const int c = (blockIdx.x * blockDim.x + threadIdx.x) * 8;
-    if (c >= F) return;
-    for (int n = blockIdx.y; n < N; n += gridDim.y) {
-        float g[8], u[8], d[8], dg[8], du[8];
-        unpack8(*reinterpret_cast<const uint4 *>(gu + (size_t)n * 2 * F + c), g);
-        unpack8(*reinterpret_cast<const uint4 *>(gu + (size_t)n * 2 * F + F + c), u);
-        unpack8(*reinterpret_cast<const uint4 *>(dout + (size_t)n * F + c), d);
-        for (int i = 0; i < 8; i++) {
-            const float s = sigmoid_fast(g[i]);
-            dg[i] = d[i] * u[i] * s * (1.0f + g[i] * (1.0f - s));
-            du[i] = d[i] * g[i] * s;
-        }
-        *reinterpret_cast<uint4 *>(dgu + (size_t)n * 2 * F + c) = pack8(dg);
-        *reinterpret_cast<uint4 *>(dgu + (size_t)n * 2 * F + F + c) = pack8(du);
-    }
-}
-
 __global__ void fill(__nv_bfloat16 *p, size_t n, unsigned seed, float scale) {
     for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < n; i += (size_t)gridDim.x * blockDim.x) {
         unsigned x = (unsigned)i * 2654435761u ^ seed;
@@ -310,16 +268,17 @@ int main(int argc, char **argv) {
     fill<<<2048, 256>>>(wdown, (size_t)C * F, 3, 0.02f);
     fill<<<2048, 256>>>(dres, (size_t)N * C, 4, 1.0f);
     const double gemm_flop = 2.0 * N * (double)C * F;
-    const dim3 sg((F / 8 + 255) / 256, N < 65535 ? N : 65535);
+    kl_bf16 *gu_k = reinterpret_cast<kl_bf16 *>(gu), *sw_k = reinterpret_cast<kl_bf16 *>(sw);
+    kl_bf16 *dsw_k = reinterpret_cast<kl_bf16 *>(dsw), *dgu_k = reinterpret_cast<kl_bf16 *>(dgu);
 
     // unfused reference, as kiln runs it: gate+up in one product, SwiGLU; dsw = dres wdown, SwiGLU backward
     auto fwd_ref = [&] {
         gemm.run(1, 0, 2 * F, N, C, wgu, C, x, C, gu, 2 * F);
-        swiglu_fwd<<<sg, 256>>>(sw, gu, N, F);
+        kl_swiglu_forward_cuda(sw_k, gu_k, N, F, nullptr);
     };
     auto bwd_ref = [&] {
         gemm.run(0, 0, F, N, C, wdown, F, dres, C, dsw, F);
-        swiglu_bwd<<<sg, 256>>>(dgu, dsw, gu, N, F);
+        kl_swiglu_backward_cuda(dgu_k, dsw_k, gu_k, N, F, nullptr);
     };
     const double t_gu = time_us([&] { gemm.run(1, 0, 2 * F, N, C, wgu, C, x, C, gu, 2 * F); });
     const double t_up = time_us([&] { gemm.run(1, 0, F, N, C, wgu + (size_t)F * C, C, x, C, gu2 + F, 2 * F); });

@@ -10,7 +10,7 @@ constexpr int kThreads = 256;
 // Blocks: x covers a row's F/VEC vectors, y strides over the rows (no 64-bit division per element).
 dim3 grid_for(int N, int per_row) {
     const unsigned x = (unsigned)((per_row + kThreads - 1) / kThreads);
-    return dim3(x, (unsigned)(N < 65535 ? (N > 0 ? N : 1) : 65535));
+    return dim3(x, (unsigned)(N < 65535 ? N : 65535));  // N >= 1: the launchers return early for N = 0
 }
 
 // sigmoid(g) with the fast exponential and reciprocal: relative error ~1e-6, far below the BF16 rounding of the

@@ -29,7 +29,7 @@ for model in ${BENCH_MODELS:-qwen2.5-0.5b qwen2.5-1.5b}; do
     train.grad_accum=32 train.batch_size=16 log.every=1 train.eval_batches=1 train.eval_every=0 \
     train.out_dir="$out/$model" "$@" > "$out/$model.log" 2>&1 || { cat "$out/$model.log"; exit 1; }
   if [ -n "$sampler" ]; then kill "$sampler" 2> /dev/null; wait "$sampler" 2> /dev/null || true; fi
-  grep -E "memory|step|GEMM algorithms" "$out/$model.log" | head -5
+  grep -m5 -E "memory|step|GEMM algorithms" "$out/$model.log"
   python3 - "$out/$model/metrics.jsonl" "$model" "$out/$model.smi" <<'PY'
 import json, statistics, sys
 busy = []  # (power W, SM MHz) while a kernel ran (utilisation >= 90%): start-up and set-up excluded

@@ -9,7 +9,9 @@ cd "$(dirname "$0")/.."
 apt_pkgs="build-essential cmake pkg-config libyaml-dev libcjson-dev libhdf5-dev libgtest-dev libgmock-dev
           libopenblas-dev liblapacke-dev clang libclang-rt-dev python3-venv"
 missing=()
-for p in $apt_pkgs; do dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed" || missing+=("$p"); done
+for p in $apt_pkgs; do
+  [[ $(dpkg-query -W -f='${Status}' "$p" 2>/dev/null) == *"ok installed"* ]] || missing+=("$p")
+done
 if [ ${#missing[@]} -gt 0 ]; then
   echo "setup: installing ${missing[*]}"
   SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO=sudo

@@ -2,22 +2,27 @@
 # scripts/pack_binaries.sh: the packed kiln runs from its folder with only that folder's lib/ added to the
 # library path, lib/ holds the non-system libraries kiln links (libyaml, cJSON, HDF5) and none of the C
 # runtime or CUDA, and bad arguments are refused with a message and a non-zero status.
+# No `producer | grep -q` pipelines: grep -q exits at its first match, the producer (ldd prints line by line)
+# then dies of SIGPIPE and pipefail fails the test; CI hit this under load. Outputs are captured first.
 set -euo pipefail
 dir=$(mktemp -d)
 trap 'rm -rf "$dir"' EXIT
 pack="$KILN_SOURCE_DIR/scripts/pack_binaries.sh"
 "$pack" "$dir/out" "$KILN_BIN" > "$dir/log"
 grep -q "1 binaries" "$dir/log"
-LD_LIBRARY_PATH="$dir/out/lib" "$dir/out/kiln" --help | grep -q "^kiln"
+help=$(LD_LIBRARY_PATH="$dir/out/lib" "$dir/out/kiln" --help)
+grep -q "^kiln" <<< "$help"
+libs=$(ls "$dir/out/lib")
 for want in libyaml libcjson libhdf5; do
-  ls "$dir/out/lib" | grep -q "^$want" || { echo "missing $want in the packed lib/" >&2; exit 1; }
+  grep -q "^$want" <<< "$libs" || { echo "missing $want in the packed lib/" >&2; exit 1; }
 done
-if ls "$dir/out/lib" | grep -Eq '^(libc\.|libm\.|libstdc\+\+|ld-linux|libcuda|libcudart|libcublas|libcudnn)'; then
-  echo "the packed lib/ holds a runtime or CUDA library: $(ls "$dir/out/lib" | tr '\n' ' ')" >&2
+if grep -Eq '^(libc\.|libm\.|libstdc\+\+|ld-linux|libcuda|libcudart|libcublas|libcudnn)' <<< "$libs"; then
+  echo "the packed lib/ holds a runtime or CUDA library: $(tr '\n' ' ' <<< "$libs")" >&2
   exit 1
 fi
-# every library kiln resolves through the packed folder comes from it or from the system's runtime set
-LD_LIBRARY_PATH="$dir/out/lib" ldd "$dir/out/kiln" | grep -q "$dir/out/lib/libyaml"
+# kiln resolves libyaml through the packed folder, not the system's copy
+resolved=$(LD_LIBRARY_PATH="$dir/out/lib" ldd "$dir/out/kiln")
+grep -q "$dir/out/lib/libyaml" <<< "$resolved"
 if "$pack" "$dir/bad" 2> "$dir/err"; then echo "accepted a call without binaries" >&2; exit 1; fi
 grep -q usage "$dir/err"
 if "$pack" "$dir/bad" "$dir/none" 2> "$dir/err"; then echo "accepted a missing binary" >&2; exit 1; fi

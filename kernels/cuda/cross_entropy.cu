@@ -12,6 +12,16 @@ namespace {
 constexpr int kThreads = 1024;
 constexpr float kLog2e = 1.4426950408889634f;
 
+// 2^x on the special-function unit, subnormal results flushed to zero. exp2f without --use_fast_math wraps
+// the same instruction in a rescaling that keeps subnormal results; a probability that small (< 2^-126) is
+// far below what a BF16 gradient or an FP32 sum that holds a term of at least 1 can tell from zero. H200,
+// 4096 x 151936: 791.9 -> 744.1 us with the gradient, 367.1 -> 327.0 us for the loss alone.
+__device__ __forceinline__ float ex2(float x) {
+    float y;
+    asm("ex2.approx.ftz.f32 %0, %1;" : "=f"(y) : "f"(x));
+    return y;
+}
+
 // A running (max, sum of exp(x - max)) pair and its combination. Combining is commutative bit for bit,
 // so butterfly exchanges leave every lane with the same value.
 struct MaxSum {
@@ -21,7 +31,7 @@ struct MaxSum {
 __device__ __forceinline__ MaxSum combine(MaxSum a, MaxSum b) {
     const float M = fmaxf(a.m, b.m);
     if (M == -INFINITY) return {M, 0.f};
-    return {M, a.s * exp2f((a.m - M) * kLog2e) + b.s * exp2f((b.m - M) * kLog2e)};
+    return {M, a.s * ex2((a.m - M) * kLog2e) + b.s * ex2((b.m - M) * kLog2e)};
 }
 
 // The butterfly over a warp: every lane ends with the combination of all 32 lanes' pairs.
@@ -37,11 +47,11 @@ __device__ __forceinline__ void accumulate(MaxSum &r, const float (&f)[VEC]) {
 #pragma unroll
     for (int i = 1; i < VEC; i++) mx = fmaxf(mx, f[i]);
     if (mx > r.m) {  // rescale the running sum to the new max (exp2(-inf) = 0 covers the first chunk)
-        r.s *= exp2f((r.m - mx) * kLog2e);
+        r.s *= ex2((r.m - mx) * kLog2e);
         r.m = mx;
     }
 #pragma unroll
-    for (int i = 0; i < VEC; i++) r.s += exp2f((f[i] - r.m) * kLog2e);
+    for (int i = 0; i < VEC; i++) r.s += ex2((f[i] - r.m) * kLog2e);
 }
 
 // d/dx_v [lse - x_t + z lse^2] = softmax_v (1 + 2 z lse) - [v == t], times grad_scale.
@@ -52,7 +62,7 @@ __device__ __forceinline__ void gradient(kl::Bf16Pack<VEC> &p, int v0, int targe
     p.unpack(f);
 #pragma unroll
     for (int i = 0; i < VEC; i++) {
-        const float prob = exp2f((f[i] - lse) * kLog2e);
+        const float prob = ex2((f[i] - lse) * kLog2e);
         f[i] = grad_scale * (prob * zfac - (v0 + i == target ? 1.f : 0.f));
     }
     p.pack(f);

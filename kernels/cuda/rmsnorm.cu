@@ -16,10 +16,10 @@ struct Seg {
 
 constexpr int kRowsPerChunk = 32;  // rows per backward block: fixes the dw partial-sum tree (shape-only)
 
-// Register layouts: 16-byte vectors, K = 4 per thread, or single elements (sizes that are not a multiple
-// of 8, unaligned pointers), K = 32 forward / 16 backward. Forward blocks take up to 1024 threads, so a
-// segment of up to 32768 elements stays in registers; backward holds more per thread and takes up to 512
-// (segments up to 16384 elements, 8192 on the single-element path).
+// Register layouts: 16-byte vectors, K = 2 to kVecK = 4 per thread (fwd_vec_k, bwd_vec_k), or single
+// elements (sizes that are not a multiple of 8, unaligned pointers), K = 32 forward / 16 backward. Forward
+// blocks take up to 1024 threads, so a segment of up to 32768 elements stays in registers; backward holds
+// more per thread and takes up to 512 (segments up to 16384 elements, 8192 on the single-element path).
 constexpr int kFwdThreads = 1024, kBwdThreads = 512;
 constexpr int kVecK = 4, kFwdScalarK = 32, kBwdScalarK = 16;
 
@@ -54,24 +54,36 @@ __global__ void __launch_bounds__(kFwdThreads)
     const uint16_t *w = h < g.NQ ? w0 : w1;
     const int nchunk = g.L / VEC;
 
-    kl::Bf16Pack<VEC> xs[K];
+    // On the vector path every load of the segment is issued before any is used: the residual's stores below
+    // could alias them as far as the compiler knows, so loads left inside that loop would each wait for the
+    // stores before them. (The single-element path, 32 values per thread, has no registers to spare for it.)
+    constexpr bool kPreload = VEC > 1;
+    kl::Bf16Pack<VEC> xs[K], bs[kPreload ? K : 1];
+#pragma unroll
+    for (int k = 0; k < K; k++) {
+        const int j = lane + k * g.tps;
+        if (kPreload && active && j < nchunk) {
+            const long long o = base + (long long)j * VEC;
+            xs[k].load(a + o);
+            if (b) bs[kPreload ? k : 0].load(b + o);
+        }
+    }
     float ss = 0.f;
 #pragma unroll
     for (int k = 0; k < K; k++) {
         const int j = lane + k * g.tps;
         if (active && j < nchunk) {
-            const long long o = base + (long long)j * VEC;
-            xs[k].load(a + o);
+            if (!kPreload) xs[k].load(a + base + (long long)j * VEC);
             if (b) {  // residual add, rounded to BF16 as stored: the norm sees exactly what backward will
-                kl::Bf16Pack<VEC> bp;
-                bp.load(b + o);
+                kl::Bf16Pack<VEC> &bp = bs[kPreload ? k : 0];
+                if (!kPreload) bp.load(b + base + (long long)j * VEC);
                 float fa[VEC], fb[VEC];
                 xs[k].unpack(fa);
                 bp.unpack(fb);
 #pragma unroll
                 for (int i = 0; i < VEC; i++) fa[i] += fb[i];
                 xs[k].pack(fa);
-                if (res_out) xs[k].store(res_out + o);
+                if (res_out) xs[k].store(res_out + base + (long long)j * VEC);
             }
             float f[VEC];
             xs[k].unpack(f);
@@ -250,11 +262,21 @@ int threads_per_segment(int L, int vec, int k, int max_threads) {
         t = (need + 31) / 32 * 32;
     return t <= max_threads ? t : 0;
 }
-int fwd_tps(int L, int vec) { return threads_per_segment(L, vec, vec == 8 ? kVecK : kFwdScalarK, kFwdThreads); }
-// Backward vector chunks per thread: 2 for segments of up to 1024 elements (half the registers per thread,
-// twice the warps in flight; H200: 52.0 -> 47.8 us at N=16384, C=896, and the q/k norm of 128-wide heads
-// 128.6 -> 113.9 us), 4 for longer ones (C=1536: 72.7 us, against 76.4 us with 2).
-int bwd_vec_k(int L) { return L <= 1024 ? 2 : kVecK; }
+// Vector chunks per thread. Forward: 2, or 4 for segments over 16384 elements (up to 32768); on an H200 at
+// N=16384 the residual + RMSNorm forward takes 52.3 / 52.7 / 53.0 us with K = 2 / 3 / 4 at C=1536 and the Qwen3
+// q/k norm of 128-wide heads 99.4 / 104.6 / 109.2 us. Backward: 2 up to 1024 elements (half the registers per
+// thread, twice the warps in flight: C=896 47.5 us against 52.2 us with 4), above that 3 or 4, whichever leaves
+// fewer of the threads' chunk slots idle (3 on a tie). At C=1536 K = 3 fills 64 threads exactly (66.0 us), where
+// 4 leaves a quarter of the slots idle and spills (71.9 us) and 2 takes 96 threads (76.2 us).
+int fwd_vec_k(int L) { return L <= kFwdThreads * 2 * 8 ? 2 : 4; }
+int fwd_tps(int L, int vec) { return threads_per_segment(L, vec, vec == 8 ? fwd_vec_k(L) : kFwdScalarK, kFwdThreads); }
+int bwd_vec_k(int L) {
+    if (L <= 1024) return 2;
+    const int chunks = L / 8;
+    const int t3 = threads_per_segment(L, 8, 3, kBwdThreads), t4 = threads_per_segment(L, 8, 4, kBwdThreads);
+    if (t3 == 0) return 4;
+    return t4 == 0 || t3 * 3 - chunks <= t4 * 4 - chunks ? 3 : 4;
+}
 int bwd_tps(int L, int vec) { return threads_per_segment(L, vec, vec == 8 ? bwd_vec_k(L) : kBwdScalarK, kBwdThreads); }
 
 // Backward block shape: hpb segments (a divisor of S, so no block is half empty) and rpb rows at once.
@@ -301,7 +323,9 @@ kl_status launch_forward(const char *op, uint16_t *out, uint16_t *res_out, float
     const int spb = g.tps < 256 ? 256 / g.tps : 1;
     const long long segs = (long long)g.N * g.S;
     const unsigned blocks = (unsigned)((segs + spb - 1) / spb);
-    if (vec == 8)
+    if (vec == 8 && fwd_vec_k(g.L) == 2)
+        rms_forward<8, 2><<<blocks, spb * g.tps, 0, stream>>>(out, res_out, rstd, a, b, w0, w1, g, eps);
+    else if (vec == 8)
         rms_forward<8, kVecK><<<blocks, spb * g.tps, 0, stream>>>(out, res_out, rstd, a, b, w0, w1, g, eps);
     else
         rms_forward<1, kFwdScalarK><<<blocks, spb * g.tps, 0, stream>>>(out, res_out, rstd, a, b, w0, w1, g, eps);
@@ -327,6 +351,9 @@ kl_status launch_backward(const char *op, uint16_t *dx, float *dw0, float *dw1, 
     float *partial = static_cast<float *>(scratch);
     if (vec == 8 && bwd_vec_k(g.L) == 2)
         rms_backward<8, 2><<<grid, threads, smem, stream>>>(dx, partial, dout, x, w0, w1, rstd, g, accumulate, hpb,
+                                                            ntypes);
+    else if (vec == 8 && bwd_vec_k(g.L) == 3)
+        rms_backward<8, 3><<<grid, threads, smem, stream>>>(dx, partial, dout, x, w0, w1, rstd, g, accumulate, hpb,
                                                             ntypes);
     else if (vec == 8)
         rms_backward<8, kVecK><<<grid, threads, smem, stream>>>(dx, partial, dout, x, w0, w1, rstd, g, accumulate,

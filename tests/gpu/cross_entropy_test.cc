@@ -51,7 +51,7 @@ Inputs make_inputs(const Case &c, uint64_t seed) {
 // Loss: FP32 log-sum-exp of a row (values ~ 3 sigma, lse ~ 10) against the CPU's double: the FP32 sum of
 // V terms is good to ~1e-6 relative and exp2 with a rounded argument adds ~1e-6: 2e-5 relative is ample.
 const double kLossRtol = 2e-5;
-// Gradient: grad_scale (p (1 + 2 z lse) - onehot) rounded to BF16 (at most 2^-8 relative), p = exp2f of an
+// Gradient: grad_scale (p (1 + 2 z lse) - onehot) rounded to BF16 (at most 2^-8 relative), p = ex2.approx of an
 // FP32 argument whose lse may be off by up to ~1e-5 (see above), i.e. p off by up to ~1e-5 relative: more
 // than the 1.5e-5 slack rtol 2^-8 would leave, so one BF16 ulp, 2^-7; plus 1e-5 * grad_scale absolute
 // for the one-hot entry's cancellation.

@@ -36,9 +36,10 @@ const float kEps = 1e-6f;
 struct Shape {
     int N, C;
 };
-// C: multiple of 8 (vector path) from one warp to many per row; not a multiple of 8 (single elements,
-// one and two warps per row in backward); N not a multiple of the 32-row backward chunk.
-const Shape kShapes[] = {{37, 896}, {70, 64}, {9, 4096}, {5, 12000}, {33, 100}, {11, 1001}};
+// C: multiple of 8 (vector path) from one warp to many per row, with each of the backward's layouts (two
+// chunks per thread at 896; three at 1536, 3584 and 12000; four at 4096); not a multiple of 8 (single
+// elements, one and two warps per row in backward); N not a multiple of the 32-row backward chunk.
+const Shape kShapes[] = {{37, 896}, {70, 64}, {19, 1536}, {7, 3584}, {9, 4096}, {5, 12000}, {33, 100}, {11, 1001}};
 
 }  // namespace
 
@@ -74,16 +75,21 @@ TEST(CudaRmsnorm, FusedForwardMatchesCpu) {
 TEST(CudaRmsnorm, PlainForwardMatchesCpu) {
     if (kl_gpu_count() == 0) GTEST_SKIP() << "no GPU";
     uint64_t seed = kltest::fresh_seed("CudaRmsnorm.PlainForwardMatchesCpu");
-    const int N = 19, C = 1536;
-    auto x = bf16_normal((size_t)N * C, 3.0f, seed), w = bf16_normal(C, 0.2f, seed + 1, 1.0f);
-    Dev<kl_bf16> dx(to_bf16(x)), dw(to_bf16(w)), dout((size_t)N * C);
-    Dev<float> drstd(N);
-    ASSERT_EQ(kl_rmsnorm_forward_cuda(dout.p, drstd.p, dx.p, dw.p, N, C, kEps, nullptr), KL_OK) << kl_last_error();
-    std::vector<float> out((size_t)N * C), rstd(N);
-    kl_rmsnorm_forward_cpu(out.data(), rstd.data(), x.data(), w.data(), N, C, kEps);
-    std::string rep;
-    EXPECT_TRUE(kltest::all_close(drstd.get().data(), rstd.data(), N, 1e-5, 0, &rep)) << rep;  // as above
-    EXPECT_TRUE(kltest::all_close(to_f32(dout.get()).data(), out.data(), out.size(), kBf16Rtol, 1e-6, &rep)) << rep;
+    for (const int C : {1536, 20000}) {  // 20000: past 16384, the forward's four-chunk layout
+        SCOPED_TRACE("C=" + std::to_string(C));
+        const int N = 19;
+        auto x = bf16_normal((size_t)N * C, 3.0f, seed), w = bf16_normal(C, 0.2f, seed + 1, 1.0f);
+        seed += 2;
+        Dev<kl_bf16> dx(to_bf16(x)), dw(to_bf16(w)), dout((size_t)N * C);
+        Dev<float> drstd(N);
+        ASSERT_EQ(kl_rmsnorm_forward_cuda(dout.p, drstd.p, dx.p, dw.p, N, C, kEps, nullptr), KL_OK) << kl_last_error();
+        std::vector<float> out((size_t)N * C), rstd(N);
+        kl_rmsnorm_forward_cpu(out.data(), rstd.data(), x.data(), w.data(), N, C, kEps);
+        std::string rep;
+        EXPECT_TRUE(kltest::all_close(drstd.get().data(), rstd.data(), N, 1e-5, 0, &rep)) << rep;  // as above
+        EXPECT_TRUE(kltest::all_close(to_f32(dout.get()).data(), out.data(), out.size(), kBf16Rtol, 1e-6, &rep))
+            << rep;
+    }
 }
 
 TEST(CudaRmsnorm, BackwardMatchesCpu) {

@@ -272,10 +272,8 @@ int fwd_vec_k(int L) { return L <= kFwdThreads * 2 * 8 ? 2 : 4; }
 int fwd_tps(int L, int vec) { return threads_per_segment(L, vec, vec == 8 ? fwd_vec_k(L) : kFwdScalarK, kFwdThreads); }
 int bwd_vec_k(int L) {
     if (L <= 1024) return 2;
-    const int chunks = L / 8;
     const int t3 = threads_per_segment(L, 8, 3, kBwdThreads), t4 = threads_per_segment(L, 8, 4, kBwdThreads);
-    if (t3 == 0) return 4;
-    return t4 == 0 || t3 * 3 - chunks <= t4 * 4 - chunks ? 3 : 4;
+    return t3 != 0 && t3 * 3 <= t4 * 4 ? 3 : 4;  // slots t K against the same chunks: fewer idle
 }
 int bwd_tps(int L, int vec) { return threads_per_segment(L, vec, vec == 8 ? bwd_vec_k(L) : kBwdScalarK, kBwdThreads); }
 

@@ -75,17 +75,23 @@ struct Cand {
     double burst_us;
 };
 
-// The configuration of an algorithm, for the table: id, tile, stages, cluster shape, split-K, CTA swizzling.
+// The configuration of an algorithm, for the table: id, tile, stages, cluster and inner shape, split-K and its
+// reduction scheme, CTA swizzling (each attribute read with its own width: the shapes are 16-bit).
 static void describe(const cublasLtMatmulAlgo_t &a, char *out, size_t n) {
-    int id = 0, tile = 0, stages = 0, cluster = 0, splitk = 0, swz = 0;
+    int32_t id = 0, splitk = 0;
+    uint32_t tile = 0, stages = 0, scheme = 0, swz = 0;
+    uint16_t cluster = 0, inner = 0;
     size_t sz;
     cublasLtMatmulAlgoConfigGetAttribute(&a, CUBLASLT_ALGO_CONFIG_ID, &id, sizeof id, &sz);
     cublasLtMatmulAlgoConfigGetAttribute(&a, CUBLASLT_ALGO_CONFIG_TILE_ID, &tile, sizeof tile, &sz);
     cublasLtMatmulAlgoConfigGetAttribute(&a, CUBLASLT_ALGO_CONFIG_STAGES_ID, &stages, sizeof stages, &sz);
     cublasLtMatmulAlgoConfigGetAttribute(&a, CUBLASLT_ALGO_CONFIG_CLUSTER_SHAPE_ID, &cluster, sizeof cluster, &sz);
+    cublasLtMatmulAlgoConfigGetAttribute(&a, CUBLASLT_ALGO_CONFIG_INNER_SHAPE_ID, &inner, sizeof inner, &sz);
     cublasLtMatmulAlgoConfigGetAttribute(&a, CUBLASLT_ALGO_CONFIG_SPLITK_NUM, &splitk, sizeof splitk, &sz);
+    cublasLtMatmulAlgoConfigGetAttribute(&a, CUBLASLT_ALGO_CONFIG_REDUCTION_SCHEME, &scheme, sizeof scheme, &sz);
     cublasLtMatmulAlgoConfigGetAttribute(&a, CUBLASLT_ALGO_CONFIG_CTA_SWIZZLING, &swz, sizeof swz, &sz);
-    snprintf(out, n, "id%d tile%d st%d cl%d sk%d sw%d", id, tile, stages, cluster, splitk, swz);
+    snprintf(out, n, "id%d tile%u st%u cl%u in%u sk%d/%u sw%u", (int)id, tile, stages, (unsigned)cluster,
+             (unsigned)inner, (int)splitk, scheme, swz);
 }
 
 int main(int argc, char **argv) {

@@ -14,7 +14,8 @@ steps=${2:-6}
 shift $(($# < 2 ? $# : 2))
 out=$(mktemp -d)
 sampler=
-trap '[ -n "$sampler" ] && kill "$sampler" 2> /dev/null; rm -rf "$out"' EXIT
+# (under set -e a failing kill in the trap would end it early: with status 1 and the folder left behind)
+trap 'if [ -n "$sampler" ]; then kill "$sampler" 2> /dev/null || true; fi; rm -rf "$out"' EXIT
 # Board power and SM clock, sampled every 0.5 s while a model trains (when nvidia-smi is there): at the
 # H200's 700 W cap the clock, and with it the throughput, differs from chip to chip by a few percent.
 sample_gpu() {
@@ -28,7 +29,7 @@ for model in ${BENCH_MODELS:-qwen2.5-0.5b qwen2.5-1.5b}; do
   "$kiln" train "configs/$model.yaml" train.device=cuda train.steps="$steps" train.warmup_steps=1 \
     train.grad_accum=16 train.batch_size=32 log.every=1 train.eval_batches=1 train.eval_every=0 \
     train.out_dir="$out/$model" "$@" > "$out/$model.log" 2>&1 || { cat "$out/$model.log"; exit 1; }
-  if [ -n "$sampler" ]; then kill "$sampler" 2> /dev/null; wait "$sampler" 2> /dev/null || true; fi
+  if [ -n "$sampler" ]; then kill "$sampler" 2> /dev/null; wait "$sampler" 2> /dev/null || true; sampler=; fi
   grep -m5 -E "memory|step|GEMM algorithms" "$out/$model.log"
   python3 - "$out/$model/metrics.jsonl" "$model" "$out/$model.smi" <<'PY'
 import json, statistics, sys

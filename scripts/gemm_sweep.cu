@@ -8,7 +8,10 @@
 // Split-K sums of BF16 outputs stay FP32, as kiln asks. Measurement aid, not part of the build:
 //   nvcc -O2 -std=c++17 -arch=sm_90a scripts/gemm_sweep.cu -o gemm_sweep -lcublasLt -ldl
 //   ./gemm_sweep [SECONDS] [OP_SUBSTRING] [TOKENS] [SEARCH_TOP]   # tokens per micro-batch: 16384 (B=16) default
-// Two sustained rounds, the second in reverse order.
+// Two sustained rounds, the second in reverse order. The search's first run (H200, cuBLAS 13.0, 32768 tokens;
+// docs/benchmarks.md, "Searched this session") found only id 21 kernels beyond the heuristic's id 66 ones, all
+// 60-75% slower, and died with an illegal memory access timing a searched candidate of "down dw": search one
+// product at a time (OP_SUBSTRING) past that point.
 #include <cublasLt.h>
 #include <cuda_bf16.h>
 #include <cuda_runtime.h>

@@ -10,8 +10,7 @@
 //   ./gemm_sweep [SECONDS] [OP_SUBSTRING] [TOKENS] [SEARCH_TOP]   # tokens per micro-batch: 16384 (B=16) default
 // Two sustained rounds, the second in reverse order. The search's first run (H200, cuBLAS 13.0, 32768 tokens;
 // docs/benchmarks.md, "Searched this session") found only id 21 kernels beyond the heuristic's id 66 ones, all
-// 60-75% slower, and died with an illegal memory access timing a searched candidate of "down dw": search one
-// product at a time (OP_SUBSTRING) past that point.
+// 60-75% slower.
 #include <cublasLt.h>
 #include <cuda_bf16.h>
 #include <cuda_runtime.h>
@@ -128,16 +127,23 @@ int main(int argc, char **argv) {
     size_t ws_bytes = 32u << 20;
     void *ws;
     CK(cudaMalloc(&ws, ws_bytes));
-    const size_t big = (size_t)V * N;  // the largest operand: the LM head's logits
+    // Buffers as large as the largest operand of each role among the selected products (A: the LM head's
+    // weight, or the MLP down dW's activations at more than 16384 tokens).
+    size_t na = 0, nb = 0, nd = 0;
+    for (const Op &o : ops) {
+        na = std::max(na, (size_t)o.m * o.k);
+        nb = std::max(nb, (size_t)o.n * o.k);
+        nd = std::max(nd, (size_t)o.m * o.n);
+    }
     __nv_bfloat16 *A, *B, *Db;
     float *Df;
-    CK(cudaMalloc(&A, (size_t)V * C * 2));
-    CK(cudaMalloc(&B, big * 2));
-    CK(cudaMalloc(&Db, big * 2));
-    CK(cudaMalloc(&Df, (size_t)V * C * 4));
-    fill<<<4096, 256>>>(A, (size_t)V * C, 1);
-    fill<<<4096, 256>>>(B, big, 2);
-    CK(cudaMemset(Df, 0, (size_t)V * C * 4));
+    CK(cudaMalloc(&A, na * 2));
+    CK(cudaMalloc(&B, nb * 2));
+    CK(cudaMalloc(&Db, nd * 2));
+    CK(cudaMalloc(&Df, nd * 4));
+    fill<<<4096, 256>>>(A, na, 1);
+    fill<<<4096, 256>>>(B, nb, 2);
+    CK(cudaMemset(Df, 0, nd * 4));
     cudaEvent_t e0, e1;
     CK(cudaEventCreate(&e0));
     CK(cudaEventCreate(&e1));

@@ -129,21 +129,22 @@ int main(int argc, char **argv) {
     CK(cudaMalloc(&ws, ws_bytes));
     // Buffers as large as the largest operand of each role among the selected products (A: the LM head's
     // weight, or the MLP down dW's activations at more than 16384 tokens).
-    size_t na = 0, nb = 0, nd = 0;
+    size_t na = 1, nb = 1, ndb = 1, ndf = 1;
     for (const Op &o : ops) {
         na = std::max(na, (size_t)o.m * o.k);
         nb = std::max(nb, (size_t)o.n * o.k);
+        size_t &nd = o.f32 ? ndf : ndb;
         nd = std::max(nd, (size_t)o.m * o.n);
     }
     __nv_bfloat16 *A, *B, *Db;
     float *Df;
     CK(cudaMalloc(&A, na * 2));
     CK(cudaMalloc(&B, nb * 2));
-    CK(cudaMalloc(&Db, nd * 2));
-    CK(cudaMalloc(&Df, nd * 4));
+    CK(cudaMalloc(&Db, ndb * 2));
+    CK(cudaMalloc(&Df, ndf * 4));
     fill<<<4096, 256>>>(A, na, 1);
     fill<<<4096, 256>>>(B, nb, 2);
-    CK(cudaMemset(Df, 0, nd * 4));
+    CK(cudaMemset(Df, 0, ndf * 4));
     cudaEvent_t e0, e1;
     CK(cudaEventCreate(&e0));
     CK(cudaEventCreate(&e1));

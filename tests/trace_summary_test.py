@@ -1,7 +1,8 @@
 """trace_summary_test.py — scripts/trace_summary.py (the summary behind scripts/gpu_trace.sh) on random traces
 written the way scripts/ktrace.c writes them: busy time, gaps and the time two or more kernels overlap against
-a nanosecond-by-nanosecond count of the same intervals, the window cut, the per-group sums against the groups
-the kernels were drawn from, the printed first line, and an empty trace refused with a message."""
+a nanosecond-by-nanosecond count of the same intervals, the gaps by length and the longer ones by the groups on
+either side, the window cut, the per-group sums against the groups the kernels were drawn from, the printed
+lines, and an empty trace refused with a message."""
 import csv
 import importlib.util
 import os
@@ -56,7 +57,8 @@ def write_csv(path, kernels):
             f.write(f'{s},{d},132,1,1,384,1,1,{stream},"{name}"\n')
 
 
-def reference(kernels, window_ms):
+def reference(kernels, window_ms, classes):
+    """The summary by counting each nanosecond; classes: the script's GAP_CLASSES (upper bound ns, label)."""
     last = max(k[0] for k in kernels)
     k = [x for x in kernels if x[0] >= last - window_ms * 1e6]
     t0, t1 = min(x[0] for x in k), max(x[0] + x[1] for x in k)
@@ -68,8 +70,17 @@ def reference(kernels, window_ms):
         g[0] += d
         g[1] += 1
     busy = int((cover > 0).sum())
+    # the idle runs: where the covered / idle state flips
+    idle = np.concatenate(([0], (cover == 0).astype(np.int8), [0]))
+    flips = np.flatnonzero(np.diff(idle))
+    runs = flips[1::2] - flips[0::2]
+    gap_classes = {label: [0, 0] for _, label in classes}
+    for r in runs:
+        label = next(label for bound, label in classes if r < bound)
+        gap_classes[label][0] += int(r)
+        gap_classes[label][1] += 1
     return {"kernels": len(k), "span": t1 - t0, "busy": busy, "gaps": t1 - t0 - busy,
-            "overlap": int((cover >= 2).sum()), "groups": groups}
+            "overlap": int((cover >= 2).sum()), "groups": groups, "gap_classes": gap_classes, "runs": runs}
 
 
 def test_summary_matches_a_nanosecond_count(tmp_path):
@@ -83,24 +94,31 @@ def test_summary_matches_a_nanosecond_count(tmp_path):
         read = mod.read(str(path))
         assert len(read) == len(kernels), f"seed {seed}: the CSV reader lost rows (quoted names with commas?)"
         for window_ms in (1e9, 1.0, 0.25):  # all of it, and two cuts that drop the first kernels
-            got, want = mod.summarise(read, window_ms), reference(kernels, window_ms)
-            for key in ("kernels", "span", "busy", "gaps", "overlap"):
+            got, want = mod.summarise(read, window_ms), reference(kernels, window_ms, mod.GAP_CLASSES)
+            for key in ("kernels", "span", "busy", "gaps", "overlap", "gap_classes"):
                 assert got[key] == want[key], f"seed {seed} trial {trial} window {window_ms}: {key}"
             assert {g: list(v) for g, v in got["groups"].items()} == want["groups"], f"seed {seed}: groups"
-        assert reference(kernels, 1e9)["overlap"] > 0, f"seed {seed}: the trace should overlap somewhere"
+            long_runs = want["runs"][want["runs"] >= mod.LONG_GAP]
+            pairs = got["gap_pairs"].values()
+            assert [sum(p[0] for p in pairs), sum(p[1] for p in pairs)] == [int(long_runs.sum()), len(long_runs)], \
+                f"seed {seed}: the long gaps by neighbours do not add up to the long gaps"
+        assert reference(kernels, 1e9, mod.GAP_CLASSES)["overlap"] > 0, f"seed {seed}: the trace should overlap"
 
 
 def test_cli_prints_the_window_and_refuses_an_empty_trace(tmp_path):
     kernels = [(1_000, 2_000, NAMES[0][0], NAMES[0][1], 7), (4_000, 1_000, NAMES[3][0], NAMES[3][1], 7),
-               (4_500, 2_000, NAMES[4][0], NAMES[4][1], 13)]
+               (4_500, 2_000, NAMES[4][0], NAMES[4][1], 13), (156_500, 1_000, NAMES[5][0], NAMES[5][1], 7)]
     path = tmp_path / "small.csv"
     write_csv(path, kernels)
     out = subprocess.run([sys.executable, SCRIPT, str(path), "10"], capture_output=True, text=True, check=True)
-    first = out.stdout.splitlines()[0]
-    # span 1000..6500 = 5.5 us, busy 2 + 2.5 = 4.5 us, gap 1 us, overlap 4500..5000 = 0.5 us
-    assert first == ("window 0.0 ms: kernels busy 0.0 ms (81.8%), 3 kernels, gaps 0.0 ms, "
-                     "two or more kernels at once 0.0 ms"), first
-    assert "SwiGLU" in out.stdout and "RMSNorm" in out.stdout
+    lines = out.stdout.splitlines()
+    # span 1000..157500 = 156.5 us, busy 2 + 2.5 + 1 = 5.5 us, gaps 1 us and 150 us (after the RMSNorm kernel,
+    # which ends last, before softmax-CE), overlap 4500..5000 = 0.5 us
+    assert lines[0] == ("window 0.2 ms: kernels busy 0.0 ms (3.5%), 4 kernels, gaps 0.2 ms, "
+                        "two or more kernels at once 0.0 ms"), lines[0]
+    assert lines[1] == "gaps by length: < 5 us 0.00 ms (1), 5-100 us 0.00 ms (0), >= 100 us 0.15 ms (1)", lines[1]
+    assert lines[2] == "      0.15 ms     1x  gaps of 10 us or more after RMSNorm, before softmax-CE", lines[2]
+    assert "SwiGLU" in out.stdout
     empty = tmp_path / "empty.csv"
     write_csv(empty, [])
     bad = subprocess.run([sys.executable, SCRIPT, str(empty)], capture_output=True, text=True)

@@ -11,6 +11,7 @@ import sys
 GAP_CLASSES = [(5_000, "< 5 us"), (100_000, "5-100 us"), (float("inf"), ">= 100 us")]  # upper bounds, ns
 LONG_GAP = 10_000  # ns: gaps from this length on are also counted by the groups on either side
 
+
 def group(name):
     """The phase a kernel belongs to, from its (mangled) name."""
     n = name.lower()

@@ -25,9 +25,11 @@ sample_gpu() {
 }
 gpu_name= gpu_serial=
 if command -v nvidia-smi > /dev/null; then
-  IFS=, read -r gpu_name gpu_serial < <(nvidia-smi -i 0 --query-gpu=name,serial --format=csv,noheader 2> /dev/null) || true
+  dev=${CUDA_VISIBLE_DEVICES:-0}  # the GPU kiln trains on: CUDA's device 0
+  IFS=, read -r gpu_name gpu_serial < <(nvidia-smi -i "${dev%%,*}" --query-gpu=name,serial --format=csv,noheader \
+    2> /dev/null) || true
   gpu_serial=${gpu_serial# }
-  echo "GPU 0: ${gpu_name:-?}, serial ${gpu_serial:-?}"
+  echo "GPU: ${gpu_name:-?}, serial ${gpu_serial:-?}"
 fi
 for model in ${BENCH_MODELS:-qwen2.5-0.5b qwen2.5-1.5b}; do
   : > "$out/$model.smi"

@@ -23,8 +23,9 @@ sample_gpu() {
   while nvidia-smi --query-gpu=power.draw,clocks.sm,utilization.gpu --format=csv,noheader,nounits >> "$1" 2>/dev/null
   do sleep 0.5; done
 }
+smi=$(command -v nvidia-smi || true)
 gpu_name= gpu_serial=
-if command -v nvidia-smi > /dev/null; then
+if [ -n "$smi" ]; then
   dev=${CUDA_VISIBLE_DEVICES:-0}  # the GPU kiln trains on: CUDA's device 0
   IFS=, read -r gpu_name gpu_serial < <(nvidia-smi -i "${dev%%,*}" --query-gpu=name,serial --format=csv,noheader \
     2> /dev/null) || true
@@ -33,8 +34,7 @@ if command -v nvidia-smi > /dev/null; then
 fi
 for model in ${BENCH_MODELS:-qwen2.5-0.5b qwen2.5-1.5b}; do
   : > "$out/$model.smi"
-  sampler=
-  if command -v nvidia-smi > /dev/null; then sample_gpu "$out/$model.smi" & sampler=$!; fi
+  if [ -n "$smi" ]; then sample_gpu "$out/$model.smi" & sampler=$!; fi
   "$kiln" train "configs/$model.yaml" train.device=cuda train.steps="$steps" train.warmup_steps=1 \
     train.grad_accum=16 train.batch_size=32 log.every=1 train.eval_batches=1 train.eval_every=0 \
     train.out_dir="$out/$model" "$@" > "$out/$model.log" 2>&1 || { cat "$out/$model.log"; exit 1; }

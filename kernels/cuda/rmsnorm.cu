@@ -23,21 +23,30 @@ constexpr int kRowsPerChunk = 32;  // rows per backward block: fixes the dw part
 constexpr int kFwdThreads = 1024, kBwdThreads = 512;
 constexpr int kVecK = 4, kFwdScalarK = 32, kBwdScalarK = 16;
 
-// Sum over the tps threads of each segment (all threads of the block must call it). Fixed order.
-template <typename T>
-__device__ T seg_sum(T v, int tps, T *red) {
+// Sum over the tps threads of each segment, for R values at once (all threads of the block must call it). Fixed
+// order.
+template <typename T, int R>
+__device__ void seg_sum(T (&v)[R], int tps, T *red) {
     if (tps <= 32) {  // the backward's blocks may end in a partial warp (holding whole segments)
         const unsigned live = blockDim.x - (threadIdx.x & ~31u);
-        return kl::group_sum(v, tps, live >= 32 ? 0xffffffffu : (1u << live) - 1u);
+#pragma unroll
+        for (int r = 0; r < R; r++) v[r] = kl::group_sum(v[r], tps, live >= 32 ? 0xffffffffu : (1u << live) - 1u);
+        return;
     }
-    v = kl::warp_sum(v);
     const int warp = threadIdx.x >> 5, wps = tps >> 5, first = warp / wps * wps;
+#pragma unroll
+    for (int r = 0; r < R; r++) v[r] = kl::warp_sum(v[r]);
     __syncthreads();  // red may still be read by the previous call
-    if ((threadIdx.x & 31) == 0) red[warp] = v;
+    if ((threadIdx.x & 31) == 0)
+#pragma unroll
+        for (int r = 0; r < R; r++) red[r * 32 + warp] = v[r];
     __syncthreads();
-    T t = 0;
-    for (int i = 0; i < wps; i++) t += red[first + i];
-    return t;
+#pragma unroll
+    for (int r = 0; r < R; r++) {
+        T t = 0;
+        for (int i = 0; i < wps; i++) t += red[r * 32 + first + i];
+        v[r] = t;
+    }
 }
 
 // Forward: one segment per group of tps threads, the segment held in registers between the two passes.
@@ -73,17 +82,18 @@ __global__ void __launch_bounds__(kFwdThreads)
     for (int k = 0; k < K; k++) {
         const int j = lane + k * g.tps;
         if (active && j < nchunk) {
-            if (!kPreload) xs[k].load(a + base + (long long)j * VEC);
+            const long long o = base + (long long)j * VEC;
+            if (!kPreload) xs[k].load(a + o);
             if (b) {  // residual add, rounded to BF16 as stored: the norm sees exactly what backward will
                 kl::Bf16Pack<VEC> &bp = bs[kPreload ? k : 0];
-                if (!kPreload) bp.load(b + base + (long long)j * VEC);
+                if (!kPreload) bp.load(b + o);
                 float fa[VEC], fb[VEC];
                 xs[k].unpack(fa);
                 bp.unpack(fb);
 #pragma unroll
                 for (int i = 0; i < VEC; i++) fa[i] += fb[i];
                 xs[k].pack(fa);
-                if (res_out) xs[k].store(res_out + base + (long long)j * VEC);
+                if (res_out) xs[k].store(res_out + o);
             }
             float f[VEC];
             xs[k].unpack(f);
@@ -91,8 +101,9 @@ __global__ void __launch_bounds__(kFwdThreads)
             for (int i = 0; i < VEC; i++) ss += f[i] * f[i];
         }
     }
-    ss = seg_sum(ss, g.tps, red);
-    const float r = 1.0f / sqrtf(ss / (float)g.L + eps);
+    float sum[1] = {ss};
+    seg_sum(sum, g.tps, red);
+    const float r = 1.0f / sqrtf(sum[0] / (float)g.L + eps);
     if (active && lane == 0) rstd[seg] = r;  // rstd(N, S): segment index n*S + h
 #pragma unroll
     for (int k = 0; k < K; k++) {
@@ -114,15 +125,15 @@ __global__ void __launch_bounds__(kFwdThreads)
 }
 
 // Backward. Block (blockIdx.x, blockIdx.y) covers rows [32 x, 32 x + 32) and segments [hpb y, hpb y + hpb)
-// with tps x hpb x rpb threads; a thread keeps one segment index h (so one weight) for all its rows and
-// accumulates its columns' dw terms in registers. At the end the block sums those per weight in a fixed
-// order and writes one partial row per weight: partial[(x * gridDim.y + y)][type][L].
-template <int VEC, int K>
+// with tps x hpb x rpb threads, R of each thread's rows at a time; a thread keeps one segment index h (so one
+// weight) for all its rows and accumulates its columns' dw terms in registers. At the end the block sums those
+// per weight in a fixed order and writes one partial row per weight: partial[(x * gridDim.y + y)][type][L].
+template <int VEC, int K, int R>
 __global__ void __launch_bounds__(kBwdThreads)
     rms_backward(uint16_t *dx, float *partial, const uint16_t *dout, const uint16_t *x, const uint16_t *w0,
                  const uint16_t *w1, const float *rstd, Seg g, int accumulate, int hpb, int ntypes) {
     extern __shared__ float dw_sh[];  // (ntypes, L) when the block holds more than one segment
-    __shared__ float red[32];
+    __shared__ float red[R * 32];
     const int lane = threadIdx.x % g.tps, y = threadIdx.x / g.tps;
     const int Y = blockDim.x / g.tps, rpb = Y / hpb;
     const int hl = y % hpb, z = y / hpb;
@@ -144,61 +155,73 @@ __global__ void __launch_bounds__(kBwdThreads)
 
     const int r0 = blockIdx.x * kRowsPerChunk;
     const int iters = (kRowsPerChunk + rpb - 1) / rpb;  // the same for every thread: seg_sum syncs
-    for (int it = 0; it < iters; it++) {
-        const int rr = z + it * rpb, n = r0 + rr;
-        const bool ok = head_ok && rr < kRowsPerChunk && n < g.N;
-        const long long base = ok ? (long long)n * g.stride + (long long)h * g.L : 0;
-        const float r = ok ? rstd[(long long)n * g.S + h] : 0.f;
-        // All of the row's loads (dout, x and, when accumulating, the old dx) are issued before any is used:
-        // one memory round trip per row instead of two.
-        kl::Bf16Pack<VEC> gp[K], xp[K], dp[K];
+    for (int it = 0; it < iters; it += R) {
+        // R rows at a time, all of their loads (dout, x and, when accumulating, the old dx) issued before any is
+        // used, and their dot products reduced together: one memory round trip and one reduction per R rows.
+        bool ok[R];
+        long long base[R];
+        float r[R], dot[R];
+        kl::Bf16Pack<VEC> gp[R][K], xp[R][K], dp[R][K];
 #pragma unroll
-        for (int k = 0; k < K; k++) {
-            const int j = lane + k * g.tps;
-            if (ok && j < nchunk) {
-                const long long o = base + (long long)j * VEC;
-                gp[k].load(dout + o);
-                xp[k].load(x + o);
-                if (accumulate) dp[k].load(dx + o);
+        for (int q = 0; q < R; q++) {
+            const int rr = z + (it + q) * rpb, n = r0 + rr;
+            ok[q] = head_ok && it + q < iters && rr < kRowsPerChunk && n < g.N;
+            base[q] = ok[q] ? (long long)n * g.stride + (long long)h * g.L : 0;
+            r[q] = ok[q] ? rstd[(long long)n * g.S + h] : 0.f;
+#pragma unroll
+            for (int k = 0; k < K; k++) {
+                const int j = lane + k * g.tps;
+                if (ok[q] && j < nchunk) {
+                    const long long o = base[q] + (long long)j * VEC;
+                    gp[q][k].load(dout + o);
+                    xp[q][k].load(x + o);
+                    if (accumulate) dp[q][k].load(dx + o);
+                }
             }
         }
-        float dot = 0.f;  // sum_j g_j w_j x_j
 #pragma unroll
-        for (int k = 0; k < K; k++) {
-            const int j = lane + k * g.tps;
-            if (ok && j < nchunk) {
-                float fg[VEC], fx[VEC], fw[VEC];
-                gp[k].unpack(fg);
-                xp[k].unpack(fx);
-                wp[k].unpack(fw);
+        for (int q = 0; q < R; q++) {
+            dot[q] = 0.f;  // sum_j g_j w_j x_j
 #pragma unroll
-                for (int i = 0; i < VEC; i++) dot += fg[i] * fw[i] * fx[i];
+            for (int k = 0; k < K; k++) {
+                const int j = lane + k * g.tps;
+                if (ok[q] && j < nchunk) {
+                    float fg[VEC], fx[VEC], fw[VEC];
+                    gp[q][k].unpack(fg);
+                    xp[q][k].unpack(fx);
+                    wp[k].unpack(fw);
+#pragma unroll
+                    for (int i = 0; i < VEC; i++) dot[q] += fg[i] * fw[i] * fx[i];
+                }
             }
         }
-        dot = seg_sum(dot, g.tps, red);
-        const float coef = r * r * r * dot / (float)g.L;
+        seg_sum(dot, g.tps, red);
 #pragma unroll
-        for (int k = 0; k < K; k++) {
-            const int j = lane + k * g.tps;
-            if (ok && j < nchunk) {
-                const long long o = base + (long long)j * VEC;
-                float fg[VEC], fx[VEC], fw[VEC], d[VEC];
-                gp[k].unpack(fg);
-                xp[k].unpack(fx);
-                wp[k].unpack(fw);
+        for (int q = 0; q < R; q++) {
+            const float coef = r[q] * r[q] * r[q] * dot[q] / (float)g.L;
 #pragma unroll
-                for (int i = 0; i < VEC; i++) {
-                    d[i] = r * fw[i] * fg[i] - fx[i] * coef;
-                    acc[k][i] += fg[i] * fx[i] * r;
+            for (int k = 0; k < K; k++) {
+                const int j = lane + k * g.tps;
+                if (ok[q] && j < nchunk) {
+                    const long long o = base[q] + (long long)j * VEC;
+                    float fg[VEC], fx[VEC], fw[VEC], d[VEC];
+                    gp[q][k].unpack(fg);
+                    xp[q][k].unpack(fx);
+                    wp[k].unpack(fw);
+#pragma unroll
+                    for (int i = 0; i < VEC; i++) {
+                        d[i] = r[q] * fw[i] * fg[i] - fx[i] * coef;
+                        acc[k][i] += fg[i] * fx[i] * r[q];
+                    }
+                    if (accumulate) {  // dx += d (the residual-stream gradient)
+                        float fd[VEC];
+                        dp[q][k].unpack(fd);
+#pragma unroll
+                        for (int i = 0; i < VEC; i++) d[i] += fd[i];
+                    }
+                    dp[q][k].pack(d);
+                    dp[q][k].store(dx + o);
                 }
-                if (accumulate) {  // dx += d (the residual-stream gradient)
-                    float fd[VEC];
-                    dp[k].unpack(fd);
-#pragma unroll
-                    for (int i = 0; i < VEC; i++) d[i] += fd[i];
-                }
-                dp[k].pack(d);
-                dp[k].store(dx + o);
             }
         }
     }
@@ -268,8 +291,13 @@ int threads_per_segment(int L, int vec, int k, int max_threads) {
 // thread, twice the warps in flight: C=896 47.5 us against 52.2 us with 4), above that 3 or 4, whichever leaves
 // fewer of the threads' chunk slots idle (3 on a tie). At C=1536 K = 3 fills 64 threads exactly (66.0 us), where
 // 4 leaves a quarter of the slots idle and spills (71.9 us) and 2 takes 96 threads (76.2 us).
+// With K = 2 the backward has the registers to take two rows at a time (R = 2: twice the loads in flight, half
+// the reductions): H200, N=32768, C=896 88.0 -> 76.3 us, bit for bit the same. With K = 3 two rows spill (C=1536
+// 122 -> 137 us), and so does every way tried of making room (dw terms in shared memory, 3 blocks per SM).
 int fwd_vec_k(int L) { return L <= kFwdThreads * 2 * 8 ? 2 : 4; }
-int fwd_tps(int L, int vec) { return threads_per_segment(L, vec, vec == 8 ? fwd_vec_k(L) : kFwdScalarK, kFwdThreads); }
+int fwd_tps(int L, int vec) {
+    return threads_per_segment(L, vec, vec == 8 ? fwd_vec_k(L) : kFwdScalarK, kFwdThreads);
+}
 int bwd_vec_k(int L) {
     if (L <= 1024) return 2;
     const int t3 = threads_per_segment(L, 8, 3, kBwdThreads), t4 = threads_per_segment(L, 8, 4, kBwdThreads);
@@ -348,16 +376,16 @@ kl_status launch_backward(const char *op, uint16_t *dx, float *dw0, float *dw1, 
     const size_t smem = hpb * rpb > 1 ? (size_t)ntypes * g.L * sizeof(float) : 0;
     float *partial = static_cast<float *>(scratch);
     if (vec == 8 && bwd_vec_k(g.L) == 2)
-        rms_backward<8, 2><<<grid, threads, smem, stream>>>(dx, partial, dout, x, w0, w1, rstd, g, accumulate, hpb,
+        rms_backward<8, 2, 2><<<grid, threads, smem, stream>>>(dx, partial, dout, x, w0, w1, rstd, g, accumulate, hpb,
                                                             ntypes);
     else if (vec == 8 && bwd_vec_k(g.L) == 3)
-        rms_backward<8, 3><<<grid, threads, smem, stream>>>(dx, partial, dout, x, w0, w1, rstd, g, accumulate, hpb,
+        rms_backward<8, 3, 1><<<grid, threads, smem, stream>>>(dx, partial, dout, x, w0, w1, rstd, g, accumulate, hpb,
                                                             ntypes);
     else if (vec == 8)
-        rms_backward<8, kVecK><<<grid, threads, smem, stream>>>(dx, partial, dout, x, w0, w1, rstd, g, accumulate,
+        rms_backward<8, kVecK, 1><<<grid, threads, smem, stream>>>(dx, partial, dout, x, w0, w1, rstd, g, accumulate,
                                                                 hpb, ntypes);
     else
-        rms_backward<1, kBwdScalarK><<<grid, threads, smem, stream>>>(dx, partial, dout, x, w0, w1, rstd, g,
+        rms_backward<1, kBwdScalarK, 1><<<grid, threads, smem, stream>>>(dx, partial, dout, x, w0, w1, rstd, g,
                                                                    accumulate, hpb, ntypes);
     KL_CUDA_CHECK_LAUNCH();
     const int M = (int)(grid.x * grid.y);

@@ -2,8 +2,9 @@
 // -1.5B's shapes (16384 tokens; forward, dinp and dw GEMMs each) and causal GQA attention forward/backward (B=16,
 // T=1024; 14/2 heads of 64 and 12/2 heads of 128) through cuDNN (when it takes the shape) and the own kernels;
 // reports TFLOP/s against the H200's measured 790 TFLOP/s BF16 dense bound. The GEMMs run with cuBLASLt's first
-// choice and again with the timed choice (matmul_cuda.h, kl_gemm_ctx_set_timing). Inputs are random (zeros would
-// run faster than real data).
+// choice and again with the timed choice (matmul_cuda.h, kl_gemm_ctx_set_timing), and on an sm_90 device the MLP
+// gate+up product also by kiln's own Hopper GEMM, alone and with the SwiGLU forward fused. Inputs are random
+// (zeros would run faster than real data).
 #include <cuda_runtime.h>
 
 #include <stdio.h>
@@ -16,8 +17,10 @@
 #include "bench_gemm.h"
 #include "cuda_check.cuh"
 #include "device.h"
+#include "gemm_sm90_cuda.h"
 #include "matmul_cuda.h"
 #include "philox.h"
+#include "swiglu_cuda.h"
 
 namespace {
 
@@ -127,6 +130,33 @@ kl_status bench_linear(Report &rep, kl_gemm_ctx *ctx, Timer &t, const Linear &L,
     return KL_OK;
 }
 
+// The MLP's gate+up product three ways: kiln's own Hopper GEMM (gemm_sm90_cuda.h) alone and with the SwiGLU
+// forward in its epilogue, against what training runs (cuBLASLt's timed choice, then the SwiGLU kernel). The
+// fused row counts the product's FLOP only.
+kl_status bench_sm90_mlp(Report &rep, kl_gemm_ctx *timed, Timer &t, int N, int C, int F) {
+    Dev<kl_bf16> inp, w, gu, h;
+    KL_TRY(inp.alloc((size_t)N * C));
+    KL_TRY(w.alloc((size_t)2 * F * C));
+    KL_TRY(gu.alloc((size_t)N * 2 * F));
+    KL_TRY(h.alloc((size_t)N * F));
+    KL_TRY(fill(inp.p, (size_t)N * C, 5));
+    KL_TRY(fill(w.p, (size_t)2 * F * C, 6));
+    const double flop = 2.0 * N * C * 2.0 * F;
+    char shape[96];
+    snprintf(shape, sizeof shape, "N=%d IC=%d OC=%d", N, C, 2 * F);
+    double ms = 0;
+    KL_TRY(time_ms(t, [&] { return kl_gemm_sm90_cuda(gu.p, inp.p, w.p, N, 2 * F, C, nullptr); }, 3, 20, &ms));
+    rep.row("mlp gate+up fwd [own sm90]", shape, flop, ms);
+    KL_TRY(time_ms(t, [&] { return kl_gemm_sm90_swiglu_cuda(gu.p, h.p, inp.p, w.p, N, F, C, nullptr); }, 3, 20, &ms));
+    rep.row("gate+up + swiglu [own fused]", shape, flop, ms);
+    KL_TRY(time_ms(t, [&] {
+        KL_TRY(kl_matmul_forward_cuda(timed, gu.p, inp.p, w.p, nullptr, N, C, 2 * F, nullptr));
+        return kl_swiglu_forward_cuda(h.p, gu.p, N, F, nullptr);
+    }, 3, 20, &ms));
+    rep.row("gate+up + swiglu [timed]", shape, flop, ms);
+    return KL_OK;
+}
+
 kl_status bench_attention(Report &rep, Timer &t, kl_attn_backend backend, const char *label, int NH, int NKV, int HS) {
     const int B = 16, T = 1024;
     kl_attention_ctx *ctx = nullptr;
@@ -210,6 +240,7 @@ extern "C" kl_status kl_bench_gemm(FILE *out) {
             if (s == KL_OK) s = bench_linear(rep, ctx, t, L, "");
             if (s == KL_OK) s = bench_linear(rep, timed, t, L, " [timed]");
         }
+        if (s == KL_OK && kl_gemm_sm90_available()) s = bench_sm90_mlp(rep, timed, t, N, M.C, M.F);
         if (s == KL_OK) s = bench_attention(rep, t, KL_ATTN_AUTO, "auto", M.NH, M.NKV, M.HS);
         if (s == KL_OK) s = bench_attention(rep, t, KL_ATTN_OWN, "own", M.NH, M.NKV, M.HS);
     }

@@ -13,11 +13,6 @@ dim3 grid_for(int N, int per_row) {
     return dim3(x, (unsigned)(N < 65535 ? N : 65535));  // N >= 1: the launchers return early for N = 0
 }
 
-// sigmoid(g) with the fast exponential and reciprocal: relative error ~1e-6, far below the BF16 rounding of the
-// result; g << 0 gives exp = inf and sigmoid = 0 (not NaN). The IEEE division and accurate expf made the forward
-// instruction-bound at the power-capped clock (261 us for 0.88 GB at the 1.5B shape, 79% of the copy bound).
-__device__ __forceinline__ float sigmoid_fast(float g) { return __frcp_rn(1.0f + __expf(-g)); }
-
 template <int VEC>
 __global__ void swiglu_fwd(uint16_t *__restrict__ out, const uint16_t *__restrict__ gu, int N, int F) {
     const int c = (blockIdx.x * blockDim.x + threadIdx.x) * VEC;
@@ -31,7 +26,7 @@ __global__ void swiglu_fwd(uint16_t *__restrict__ out, const uint16_t *__restric
         pg.unpack(g);
         pu.unpack(u);
 #pragma unroll
-        for (int i = 0; i < VEC; i++) o[i] = g[i] * sigmoid_fast(g[i]) * u[i];
+        for (int i = 0; i < VEC; i++) o[i] = kl::swiglu(g[i], u[i]);
         po.pack(o);
         po.store(out + (size_t)n * F + c);
     }
@@ -54,7 +49,7 @@ __global__ void swiglu_bwd(uint16_t *__restrict__ dgu, const uint16_t *__restric
         pd.unpack(d);
 #pragma unroll
         for (int i = 0; i < VEC; i++) {
-            const float sig = sigmoid_fast(g[i]);
+            const float sig = kl::sigmoid_fast(g[i]);
             const float dsilu = sig * (1.0f + g[i] * (1.0f - sig));  // d/dg [g sigmoid(g)]
             dg[i] = d[i] * u[i] * dsilu;
             du[i] = d[i] * g[i] * sig;

@@ -1,0 +1,342 @@
+// gemm_sm90.cu — kiln's own Hopper GEMM (kernels/gemm_sm90_cuda.h): D(M,N) = A(M,K) B(N,K)^T in BF16 with FP32
+// accumulation, optionally with the SwiGLU forward in the epilogue.
+//
+// One persistent block per SM, three warpgroups. Warpgroup 0 is the producer: one thread loads 128 x 64 tiles of
+// A and 256 x 64 tiles of B by TMA (128-byte swizzle) into a ring of 4 shared-memory stages, each guarded by a
+// "full" mbarrier (the TMA's bytes arrived) and an "empty" one (both consumers are done with it). Warpgroups 1
+// and 2 are the consumers: each multiplies 64 rows of the 128 x 256 output tile by wgmma (m64n256k16, four per
+// stage), keeps one stage's products in flight while it waits for the next, and writes its 64 x 256 FP32
+// accumulators as BF16 straight from registers. Tiles are visited in groups of 16 row blocks so that the A and B
+// tiles the 132 blocks work on at once stay in L2.
+//
+// SwiGLU: B's 256 rows are 128 gate rows and the matching 128 up rows (two TMA boxes), so each thread holds a
+// gate value and its up value in the same registers (columns j and j + 128 of the tile) and writes gate and up
+// to gu and silu(gate) up to h. The kernels are compiled for sm_90a only; elsewhere they are empty and
+// kl_gemm_sm90_available() says no.
+#include <cuda.h>
+#include <cudaTypedefs.h>
+#include <cuda_runtime.h>
+
+#include <initializer_list>
+
+#include "cuda_check.cuh"
+#include "gemm_sm90_cuda.h"
+
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ == 900 && defined(__CUDA_ARCH_FEAT_SM90_ALL)
+#define KL_SM90A_DEVICE 1
+#endif
+
+namespace {
+
+constexpr int kBM = 128, kBN = 256, kBK = 64, kStages = 4, kThreads = 384;
+constexpr int kABytes = kBM * kBK * 2, kBBytes = kBN * kBK * 2, kStageBytes = kABytes + kBBytes;
+constexpr int kSmemBytes = kStages * kStageBytes + 1024 + 2 * kStages * 8;  // stages, alignment, barriers
+
+#ifdef KL_SM90A_DEVICE
+constexpr int kGroupM = 16;  // row blocks per group of the tile order
+
+__device__ __forceinline__ uint32_t smem_u32(const void *p) { return (uint32_t)__cvta_generic_to_shared(p); }
+__device__ __forceinline__ void mbar_init(uint64_t *bar, int count) {
+    asm volatile("mbarrier.init.shared::cta.b64 [%0], %1;" ::"r"(smem_u32(bar)), "r"(count) : "memory");
+}
+__device__ __forceinline__ void mbar_expect_tx(uint64_t *bar, uint32_t bytes) {
+    asm volatile("mbarrier.arrive.expect_tx.shared::cta.b64 _, [%0], %1;" ::"r"(smem_u32(bar)), "r"(bytes) : "memory");
+}
+__device__ __forceinline__ void mbar_arrive(uint64_t *bar) {
+    asm volatile("mbarrier.arrive.shared::cta.b64 _, [%0];" ::"r"(smem_u32(bar)) : "memory");
+}
+__device__ __forceinline__ void mbar_wait(uint64_t *bar, uint32_t parity) {
+    uint32_t done;
+    do {
+        asm volatile(
+            "{\n.reg .pred p;\nmbarrier.try_wait.parity.shared::cta.b64 p, [%1], %2;\nselp.u32 %0, 1, 0, p;\n}\n"
+            : "=r"(done)
+            : "r"(smem_u32(bar)), "r"(parity)
+            : "memory");
+    } while (!done);
+}
+// The box at (c0, c1) = (column, row) of the tensor map into shared memory; its bytes count on `bar`.
+__device__ __forceinline__ void tma_load(void *dst, const CUtensorMap *map, uint64_t *bar, int c0, int c1) {
+    asm volatile(
+        "cp.async.bulk.tensor.2d.shared::cluster.global.mbarrier::complete_tx::bytes [%0], [%1, {%3, %4}], [%2];" ::"r"(
+            smem_u32(dst)),
+        "l"((uint64_t)map), "r"(smem_u32(bar)), "r"(c0), "r"(c1)
+        : "memory");
+}
+// Matrix descriptor of a K-major tile of 128-byte rows in the 128-byte swizzle: groups of 8 rows 1024 bytes apart
+// (the stride byte offset); the leading byte offset is unused in this layout. The next 16 columns of K start 32
+// bytes further, which adds 2 to the encoded address.
+__device__ __forceinline__ uint64_t smem_desc(const void *p) {
+    return ((smem_u32(p) & 0x3FFFFu) >> 4) | (1ull << 16) | ((uint64_t)(1024 >> 4) << 32) | (1ull << 62);
+}
+__device__ __forceinline__ void wg_fence() { asm volatile("wgmma.fence.sync.aligned;" ::: "memory"); }
+__device__ __forceinline__ void wg_commit() { asm volatile("wgmma.commit_group.sync.aligned;" ::: "memory"); }
+template <int N>
+__device__ __forceinline__ void wg_wait() {
+    asm volatile("wgmma.wait_group.sync.aligned %0;" ::"n"(N) : "memory");
+}
+// Keeps the compiler from moving accumulator reads or writes across the asynchronous products.
+__device__ __forceinline__ void fence_acc(float (&d)[128]) {
+#pragma unroll
+    for (int i = 0; i < 128; i++) asm volatile("" : "+f"(d[i])::"memory");
+}
+
+// acc(64 x 256) (+)= A(64 x 16) B(256 x 16)^T, both operands K-major in shared memory.
+__device__ __forceinline__ void wgmma_256(float (&d)[128], uint64_t da, uint64_t db, int accumulate) {
+    asm volatile(
+        "{\n.reg .pred p;\nsetp.ne.b32 p, %130, 0;\n"
+        "wgmma.mma_async.sync.aligned.m64n256k16.f32.bf16.bf16 {"
+        "%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, "
+        "%16, %17, %18, %19, %20, %21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31, "
+        "%32, %33, %34, %35, %36, %37, %38, %39, %40, %41, %42, %43, %44, %45, %46, %47, "
+        "%48, %49, %50, %51, %52, %53, %54, %55, %56, %57, %58, %59, %60, %61, %62, %63, "
+        "%64, %65, %66, %67, %68, %69, %70, %71, %72, %73, %74, %75, %76, %77, %78, %79, "
+        "%80, %81, %82, %83, %84, %85, %86, %87, %88, %89, %90, %91, %92, %93, %94, %95, "
+        "%96, %97, %98, %99, %100, %101, %102, %103, %104, %105, %106, %107, %108, %109, %110, %111, "
+        "%112, %113, %114, %115, %116, %117, %118, %119, %120, %121, %122, %123, %124, %125, %126, %127"
+        "}, %128, %129, p, 1, 1, 0, 0;\n}\n"
+        : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]),
+          "+f"(d[7]), "+f"(d[8]), "+f"(d[9]), "+f"(d[10]), "+f"(d[11]), "+f"(d[12]), "+f"(d[13]),
+          "+f"(d[14]), "+f"(d[15]), "+f"(d[16]), "+f"(d[17]), "+f"(d[18]), "+f"(d[19]), "+f"(d[20]),
+          "+f"(d[21]), "+f"(d[22]), "+f"(d[23]), "+f"(d[24]), "+f"(d[25]), "+f"(d[26]), "+f"(d[27]),
+          "+f"(d[28]), "+f"(d[29]), "+f"(d[30]), "+f"(d[31]), "+f"(d[32]), "+f"(d[33]), "+f"(d[34]),
+          "+f"(d[35]), "+f"(d[36]), "+f"(d[37]), "+f"(d[38]), "+f"(d[39]), "+f"(d[40]), "+f"(d[41]),
+          "+f"(d[42]), "+f"(d[43]), "+f"(d[44]), "+f"(d[45]), "+f"(d[46]), "+f"(d[47]), "+f"(d[48]),
+          "+f"(d[49]), "+f"(d[50]), "+f"(d[51]), "+f"(d[52]), "+f"(d[53]), "+f"(d[54]), "+f"(d[55]),
+          "+f"(d[56]), "+f"(d[57]), "+f"(d[58]), "+f"(d[59]), "+f"(d[60]), "+f"(d[61]), "+f"(d[62]),
+          "+f"(d[63]), "+f"(d[64]), "+f"(d[65]), "+f"(d[66]), "+f"(d[67]), "+f"(d[68]), "+f"(d[69]),
+          "+f"(d[70]), "+f"(d[71]), "+f"(d[72]), "+f"(d[73]), "+f"(d[74]), "+f"(d[75]), "+f"(d[76]),
+          "+f"(d[77]), "+f"(d[78]), "+f"(d[79]), "+f"(d[80]), "+f"(d[81]), "+f"(d[82]), "+f"(d[83]),
+          "+f"(d[84]), "+f"(d[85]), "+f"(d[86]), "+f"(d[87]), "+f"(d[88]), "+f"(d[89]), "+f"(d[90]),
+          "+f"(d[91]), "+f"(d[92]), "+f"(d[93]), "+f"(d[94]), "+f"(d[95]), "+f"(d[96]), "+f"(d[97]),
+          "+f"(d[98]), "+f"(d[99]), "+f"(d[100]), "+f"(d[101]), "+f"(d[102]), "+f"(d[103]), "+f"(d[104]),
+          "+f"(d[105]), "+f"(d[106]), "+f"(d[107]), "+f"(d[108]), "+f"(d[109]), "+f"(d[110]), "+f"(d[111]),
+          "+f"(d[112]), "+f"(d[113]), "+f"(d[114]), "+f"(d[115]), "+f"(d[116]), "+f"(d[117]), "+f"(d[118]),
+          "+f"(d[119]), "+f"(d[120]), "+f"(d[121]), "+f"(d[122]), "+f"(d[123]), "+f"(d[124]), "+f"(d[125]),
+          "+f"(d[126]), "+f"(d[127])
+        : "l"(da), "l"(db), "r"(accumulate));
+}
+
+// Output tile `tile` -> its first row and its column block, in groups of kGroupM row blocks (the row block
+// fastest within a group).
+__device__ __forceinline__ void tile_at(int tile, int mt, int nt, int &m0, int &nb) {
+    const int per_group = kGroupM * nt, first = tile / per_group * kGroupM;
+    const int gm = mt - first < kGroupM ? mt - first : kGroupM, r = tile % per_group;
+    m0 = (first + r % gm) * kBM;
+    nb = r / gm;
+}
+
+#endif  // KL_SM90A_DEVICE
+
+// SWIGLU = false: D(M, N) = A B^T, N columns in blocks of 256 (ldd = N). SWIGLU = true: N = F, column block nb
+// multiplies B rows [128 nb, 128 nb + 128) (gate) and [F + 128 nb, ...) (up); D = gu (ldd = 2F), H = h (ldd = F).
+template <bool SWIGLU>
+__global__ void __launch_bounds__(kThreads, 1)
+    gemm_sm90(const __grid_constant__ CUtensorMap ta, const __grid_constant__ CUtensorMap tb, uint16_t *D,
+              uint16_t *H, int M, int N, int K) {
+#ifdef KL_SM90A_DEVICE
+    extern __shared__ uint8_t smem_raw[];
+    uint8_t *smem = reinterpret_cast<uint8_t *>((reinterpret_cast<uintptr_t>(smem_raw) + 1023) & ~uintptr_t(1023));
+    uint64_t *full = reinterpret_cast<uint64_t *>(smem + kStages * kStageBytes), *empty = full + kStages;
+    const int wg = threadIdx.x / 128, t = threadIdx.x % 128;
+    if (threadIdx.x == 0) {
+        for (int s = 0; s < kStages; s++) {
+            mbar_init(&full[s], 1);
+            mbar_init(&empty[s], 8);  // lane 0 of each consumer warp
+        }
+        asm volatile("fence.mbarrier_init.release.cluster;" ::: "memory");
+    }
+    __syncthreads();
+    const int half = kBN / 2, cols = SWIGLU ? half : kBN;  // output columns per tile (of h, or of D)
+    const int mt = (M + kBM - 1) / kBM, nt = (N + cols - 1) / cols, tiles = mt * nt, kb = (K + kBK - 1) / kBK;
+    if (wg == 0) {  // producer
+        if (t == 0) {
+            int s = 0;
+            uint32_t ph = 0;
+            for (int tile = blockIdx.x; tile < tiles; tile += gridDim.x) {
+                int m0, nb;
+                tile_at(tile, mt, nt, m0, nb);
+                for (int k = 0; k < kb; k++) {
+                    mbar_wait(&empty[s], ph ^ 1);
+                    uint8_t *st = smem + s * kStageBytes;
+                    mbar_expect_tx(&full[s], kStageBytes);
+                    tma_load(st, &ta, &full[s], k * kBK, m0);
+                    if (SWIGLU) {
+                        tma_load(st + kABytes, &tb, &full[s], k * kBK, nb * half);
+                        tma_load(st + kABytes + kBBytes / 2, &tb, &full[s], k * kBK, N + nb * half);
+                    } else {
+                        tma_load(st + kABytes, &tb, &full[s], k * kBK, nb * kBN);
+                    }
+                    if (++s == kStages) s = 0, ph ^= 1;
+                }
+            }
+        }
+        return;
+    }
+    const int cw = wg - 1, warp = t / 32, lane = t % 32;
+    float acc[128];
+    int s = 0;
+    uint32_t ph = 0;
+    for (int tile = blockIdx.x; tile < tiles; tile += gridDim.x) {
+        int m0, nb;
+        tile_at(tile, mt, nt, m0, nb);
+        int prev = -1;
+        for (int k = 0; k < kb; k++) {
+            mbar_wait(&full[s], ph);
+            const uint8_t *st = smem + s * kStageBytes;
+            const uint64_t da = smem_desc(st + cw * 64 * 128), db = smem_desc(st + kABytes);
+            wg_fence();
+            fence_acc(acc);
+#pragma unroll
+            for (int kk = 0; kk < kBK / 16; kk++) wgmma_256(acc, da + 2 * kk, db + 2 * kk, k > 0 || kk > 0);
+            wg_commit();
+            fence_acc(acc);
+            wg_wait<1>();  // the previous stage's products are done: it can be refilled
+            if (prev >= 0 && lane == 0) mbar_arrive(&empty[prev]);
+            prev = s;
+            if (++s == kStages) s = 0, ph ^= 1;
+        }
+        wg_wait<0>();
+        fence_acc(acc);
+        if (lane == 0) mbar_arrive(&empty[prev]);
+        // Accumulator layout of m64n256: register 4j + r holds row 16 warp + lane / 4 + 8 (r / 2) and column
+        // 8j + 2 (lane % 4) + r % 2 of the warpgroup's 64 x 256 block.
+        const int row0 = m0 + cw * 64 + warp * 16 + lane / 4;
+#pragma unroll
+        for (int rr = 0; rr < 2; rr++) {
+            const int row = row0 + 8 * rr;
+            if (row >= M) continue;
+            if (SWIGLU) {
+                uint16_t *gate = D + (size_t)row * 2 * N + nb * half, *hrow = H + (size_t)row * N + nb * half;
+#pragma unroll
+                for (int j = 0; j < 16; j++) {
+                    const int c = 8 * j + 2 * (lane % 4);
+                    const float g0 = kl::bf16_round(acc[4 * j + 2 * rr]), g1 = kl::bf16_round(acc[4 * j + 2 * rr + 1]);
+                    const float u0 = kl::bf16_round(acc[4 * (j + 16) + 2 * rr]);
+                    const float u1 = kl::bf16_round(acc[4 * (j + 16) + 2 * rr + 1]);
+                    *reinterpret_cast<uint32_t *>(gate + c) = kl::pack_bf16x2(g0, g1);
+                    *reinterpret_cast<uint32_t *>(gate + N + c) = kl::pack_bf16x2(u0, u1);
+                    *reinterpret_cast<uint32_t *>(hrow + c) = kl::pack_bf16x2(kl::swiglu(g0, u0), kl::swiglu(g1, u1));
+                }
+            } else {
+                uint16_t *drow = D + (size_t)row * N + nb * kBN;
+#pragma unroll
+                for (int j = 0; j < 32; j++) {
+                    const int c = 8 * j + 2 * (lane % 4);
+                    if (nb * kBN + c < N)
+                        *reinterpret_cast<uint32_t *>(drow + c) =
+                            kl::pack_bf16x2(acc[4 * j + 2 * rr], acc[4 * j + 2 * rr + 1]);
+                }
+            }
+        }
+    }
+#endif
+}
+
+// Writes 1 where the sm_90a code exists (the kernels above are empty elsewhere).
+__global__ void probe_sm90a(int *ok) {
+#ifdef KL_SM90A_DEVICE
+    *ok = 1;
+#else
+    *ok = 0;
+#endif
+}
+
+PFN_cuTensorMapEncodeTiled_v12000 encode_fn() {
+    static PFN_cuTensorMapEncodeTiled_v12000 fn = nullptr;
+    static bool tried = false;
+    if (!tried) {
+        tried = true;
+        cudaDriverEntryPointQueryResult q;
+        void *p = nullptr;
+        if (cudaGetDriverEntryPointByVersion("cuTensorMapEncodeTiled", &p, 12000, cudaEnableDefault, &q) ==
+                cudaSuccess &&
+            q == cudaDriverEntryPointSuccess)
+            fn = reinterpret_cast<PFN_cuTensorMapEncodeTiled_v12000>(p);
+    }
+    return fn;
+}
+
+// Tensor map of a row-major (rows, cols) BF16 matrix with leading dimension ld, read in boxes of box_rows x 64.
+kl_status tensor_map(CUtensorMap *m, const void *p, int rows, int cols, int ld, int box_rows, const char *what) {
+    const PFN_cuTensorMapEncodeTiled_v12000 enc = encode_fn();
+    if (!enc) return kl_error(KL_ERR_UNSUPPORTED, "sm90 gemm: the driver has no cuTensorMapEncodeTiled");
+    const cuuint64_t dims[2] = {(cuuint64_t)cols, (cuuint64_t)rows}, strides[1] = {(cuuint64_t)ld * 2};
+    const cuuint32_t box[2] = {kBK, (cuuint32_t)box_rows}, elem[2] = {1, 1};
+    const CUresult r = enc(m, CU_TENSOR_MAP_DATA_TYPE_BFLOAT16, 2, const_cast<void *>(p), dims, strides, box, elem,
+                           CU_TENSOR_MAP_INTERLEAVE_NONE, CU_TENSOR_MAP_SWIZZLE_128B,
+                           CU_TENSOR_MAP_L2_PROMOTION_L2_256B, CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE);
+    if (r != CUDA_SUCCESS)
+        return kl_error(KL_ERR_INVALID, "sm90 gemm: no tensor map for %s (%d x %d, ld %d): CUresult %d", what, rows,
+                        cols, ld, (int)r);
+    return KL_OK;
+}
+
+template <bool SWIGLU>
+kl_status launch(uint16_t *D, uint16_t *H, const kl_bf16 *A, const kl_bf16 *B, int M, int N, int K,
+                 cudaStream_t stream) {
+    if (!kl_gemm_sm90_available())
+        return kl_error(KL_ERR_UNSUPPORTED, "sm90 gemm: needs an sm_90 device and sm_90a code");
+    CUtensorMap ta, tb;
+    KL_TRY(tensor_map(&ta, A, M, K, K, kBM, "A"));
+    KL_TRY(tensor_map(&tb, B, SWIGLU ? 2 * N : N, K, K, SWIGLU ? kBN / 2 : kBN, "B"));
+    static int sms = 0;
+    if (sms == 0) {
+        int dev = 0;
+        KL_CUDA_CHECK(cudaGetDevice(&dev));
+        KL_CUDA_CHECK(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev));
+        KL_CUDA_CHECK(cudaFuncSetAttribute(gemm_sm90<SWIGLU>, cudaFuncAttributeMaxDynamicSharedMemorySize, kSmemBytes));
+    }
+    const int cols = SWIGLU ? kBN / 2 : kBN;
+    const long long tiles = (long long)((M + kBM - 1) / kBM) * ((N + cols - 1) / cols);
+    const int grid = tiles < sms ? (int)tiles : sms;
+    gemm_sm90<SWIGLU><<<grid, kThreads, kSmemBytes, stream>>>(ta, tb, D, H, M, N, K);
+    KL_CUDA_CHECK_LAUNCH();
+    return KL_OK;
+}
+
+bool aligned(std::initializer_list<const void *> ps) {
+    for (const void *p : ps)
+        if (!kl::aligned16(p)) return false;
+    return true;
+}
+
+}  // namespace
+
+extern "C" bool kl_gemm_sm90_available(void) {
+    static int state = -1;  // unknown, no, yes
+    if (state < 0) {
+        state = 0;
+        int dev = 0, major = 0, minor = 0, *ok = nullptr, got = 0;
+        if (cudaGetDevice(&dev) == cudaSuccess &&
+            cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, dev) == cudaSuccess &&
+            cudaDeviceGetAttribute(&minor, cudaDevAttrComputeCapabilityMinor, dev) == cudaSuccess && major == 9 &&
+            minor == 0 && encode_fn() && cudaMalloc(&ok, sizeof(int)) == cudaSuccess) {
+            probe_sm90a<<<1, 1>>>(ok);
+            if (cudaMemcpy(&got, ok, sizeof(int), cudaMemcpyDeviceToHost) == cudaSuccess && got == 1) state = 1;
+            cudaFree(ok);
+        }
+        cudaGetLastError();  // a failed probe (no code for this device) is an answer, not an error to keep
+    }
+    return state == 1;
+}
+
+extern "C" kl_status kl_gemm_sm90_cuda(kl_bf16 *out, const kl_bf16 *inp, const kl_bf16 *w, int M, int N, int K,
+                                       cudaStream_t stream) {
+    if (M < 1 || N < 1 || K < 1 || N % 8 || K % 8)
+        return kl_error(KL_ERR_UNSUPPORTED, "sm90 gemm: expected M, N, K >= 1 and N, K multiples of 8 (got %d, %d, %d)",
+                        M, N, K);
+    if (!aligned({out, inp, w})) return kl_error(KL_ERR_UNSUPPORTED, "sm90 gemm: pointers must be 16-byte aligned");
+    return launch<false>(reinterpret_cast<uint16_t *>(out), nullptr, inp, w, M, N, K, stream);
+}
+
+extern "C" kl_status kl_gemm_sm90_swiglu_cuda(kl_bf16 *gu, kl_bf16 *h, const kl_bf16 *inp, const kl_bf16 *w, int M,
+                                              int F, int K, cudaStream_t stream) {
+    if (M < 1 || F < 1 || K < 1 || F % 128 || K % 8)
+        return kl_error(KL_ERR_UNSUPPORTED,
+                        "sm90 gemm + swiglu: expected M, F, K >= 1, F a multiple of 128, K of 8 (got %d, %d, %d)", M,
+                        F, K);
+    if (!aligned({gu, h, inp, w}))
+        return kl_error(KL_ERR_UNSUPPORTED, "sm90 gemm + swiglu: pointers must be 16-byte aligned");
+    return launch<true>(reinterpret_cast<uint16_t *>(gu), reinterpret_cast<uint16_t *>(h), inp, w, M, F, K, stream);
+}

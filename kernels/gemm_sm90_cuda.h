@@ -1,0 +1,31 @@
+/* gemm_sm90_cuda.h — kiln's own Hopper GEMM (TMA loads, wgmma, a persistent tile loop), the ground for fusing
+ * element-wise work into the MLP products, which cuBLASLt's epilogues cannot express (docs/fused_swiglu_gemm.md).
+ * Not used in training yet: cuBLASLt is faster on every shape timed (docs/benchmarks.md, "Own Hopper GEMM").
+ * BF16 in and out, FP32 accumulation, row-major, densely packed, 16-byte aligned pointers. Asynchronous on
+ * `stream`. Needs an sm_90 device and a build with sm_90a code (KILN_CUDA_ARCHS containing 90a). */
+#ifndef KL_GEMM_SM90_CUDA_H
+#define KL_GEMM_SM90_CUDA_H
+#include <stdbool.h>
+
+#include "cuda_common.h"
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* Whether the kernels can run on the current device (checked once per process, by running them). */
+bool kl_gemm_sm90_available(void);
+
+/* out(M,N) = inp(M,K) w(N,K)^T. M, N, K >= 1; N and K multiples of 8. */
+kl_status kl_gemm_sm90_cuda(kl_bf16 *out, const kl_bf16 *inp, const kl_bf16 *w, int M, int N, int K,
+                            struct CUstream_st *stream);
+
+/* The MLP's gate+up product with the SwiGLU forward in its epilogue: gu(M,2F) = inp(M,K) w(2F,K)^T, w holding the
+ * F gate rows then the F up rows, and h(M,F) = silu(gate) up computed from gu as stored (BF16): the same bits as
+ * kl_swiglu_forward_cuda on this gu. M, K >= 1; F a multiple of 128; K a multiple of 8. */
+kl_status kl_gemm_sm90_swiglu_cuda(kl_bf16 *gu, kl_bf16 *h, const kl_bf16 *inp, const kl_bf16 *w, int M, int F,
+                                   int K, struct CUstream_st *stream);
+
+#ifdef __cplusplus
+}
+#endif
+#endif

@@ -1,0 +1,136 @@
+/* gemm_sm90_test.cc (gpu) — kiln's own Hopper GEMM (kernels/gemm_sm90_cuda.h): the product against a CPU
+ * reference in double on fresh random inputs, at sizes that leave partial tiles in every dimension (and K
+ * shorter than one 64-wide stage); the fused SwiGLU epilogue's h against kl_swiglu_forward_cuda on the gu the
+ * kernel wrote, bit for bit; repeats bit for bit; the shapes it refuses. Skipped without an sm_90 device. */
+#include <cuda_runtime.h>
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <cstring>
+#include <string>
+#include <vector>
+
+#include "gpu_test_util.h"
+#include "test_util.h"
+
+extern "C" {
+#include "device.h"
+#include "gemm_sm90_cuda.h"
+#include "swiglu_cuda.h"
+}
+
+namespace {
+
+struct Shape {
+    int M, N, K;
+};
+
+// out(M,N) = a(M,K) b(N,K)^T in double, and the sum of |a b| per output (the scale of the accumulation error).
+void reference(const std::vector<float> &a, const std::vector<float> &b, int M, int N, int K, std::vector<double> *out,
+               std::vector<double> *mag) {
+    out->assign((size_t)M * N, 0.0);
+    mag->assign((size_t)M * N, 0.0);
+    for (int m = 0; m < M; m++)
+        for (int n = 0; n < N; n++) {
+            double s = 0, t = 0;
+            for (int k = 0; k < K; k++) {
+                const double p = (double)a[(size_t)m * K + k] * b[(size_t)n * K + k];
+                s += p;
+                t += std::fabs(p);
+            }
+            (*out)[(size_t)m * N + n] = s;
+            (*mag)[(size_t)m * N + n] = t;
+        }
+}
+
+// The output is the FP32 sum rounded to BF16 (nearest even, at most 2^-9 relative), and the FP32 sum of K
+// products is within K 2^-24 sum|a b| of the exact one; both bounds are doubled.
+::testing::AssertionResult close_to_reference(const std::vector<kl_bf16> &got, const std::vector<double> &ref,
+                                              const std::vector<double> &mag, int ld, int col0, int M, int N, int K) {
+    for (int m = 0; m < M; m++)
+        for (int n = 0; n < N; n++) {
+            const double r = ref[(size_t)m * N + n], g = kl_bf16_to_f32(got[(size_t)m * ld + col0 + n]);
+            const double tol = std::ldexp(std::fabs(r), -8) + K * std::ldexp(mag[(size_t)m * N + n], -23);
+            if (!(std::fabs(g - r) <= tol))
+                return ::testing::AssertionFailure() << "(" << m << ", " << n << "): got " << g << ", want " << r
+                                                     << " +- " << tol;
+        }
+    return ::testing::AssertionSuccess();
+}
+
+std::vector<float> random_bf16(size_t n, float stddev, uint64_t seed) {
+    return to_f32(to_bf16(kltest::random_normal(n, stddev, seed)));
+}
+
+#define SKIP_UNLESS_SM90()                                                                                    \
+    do {                                                                                                      \
+        if (kl_gpu_count() == 0 || !kl_gemm_sm90_available()) GTEST_SKIP() << "no sm_90 device or no sm_90a code"; \
+    } while (0)
+
+}  // namespace
+
+TEST(GemmSm90, MatchesCpuReference) {
+    SKIP_UNLESS_SM90();
+    uint64_t seed = kltest::fresh_seed("GemmSm90.MatchesCpuReference");
+    // partial row, column and K tiles; K < one stage; one 128 x 256 tile exactly; several tiles per block
+    const Shape shapes[] = {{200, 392, 136}, {1000, 264, 72}, {5, 8, 8}, {128, 256, 64}, {777, 1040, 200}};
+    for (const Shape &s : shapes) {
+        SCOPED_TRACE(std::to_string(s.M) + " x " + std::to_string(s.N) + " x " + std::to_string(s.K));
+        const auto a = random_bf16((size_t)s.M * s.K, 1.0f, seed++), b = random_bf16((size_t)s.N * s.K, 0.1f, seed++);
+        std::vector<double> ref, mag;
+        reference(a, b, s.M, s.N, s.K, &ref, &mag);
+        Dev<kl_bf16> da(to_bf16(a)), db(to_bf16(b)), dout((size_t)s.M * s.N);
+        ASSERT_EQ(cudaMemset(dout.p, 0xff, dout.n * sizeof(kl_bf16)), cudaSuccess);  // NaN: unwritten shows
+        ASSERT_EQ(kl_gemm_sm90_cuda(dout.p, da.p, db.p, s.M, s.N, s.K, nullptr), KL_OK) << kl_last_error();
+        EXPECT_TRUE(close_to_reference(dout.get(), ref, mag, s.N, 0, s.M, s.N, s.K));
+    }
+}
+
+TEST(GemmSm90, SwigluEpilogueMatchesTheSeparateKernel) {
+    SKIP_UNLESS_SM90();
+    uint64_t seed = kltest::fresh_seed("GemmSm90.SwigluEpilogueMatchesTheSeparateKernel");
+    const Shape shapes[] = {{37, 128, 64}, {300, 256, 200}, {129, 384, 8}};  // {M, F, K}
+    for (const Shape &s : shapes) {
+        const int M = s.M, F = s.N, K = s.K;
+        SCOPED_TRACE(std::to_string(M) + " x F=" + std::to_string(F) + " x " + std::to_string(K));
+        // gates spread over [-6, 6] so that silu's curved part is exercised
+        const auto a = random_bf16((size_t)M * K, 1.0f, seed++);
+        const auto w = random_bf16((size_t)2 * F * K, 3.0f / std::sqrt((float)K), seed++);
+        std::vector<double> ref, mag;
+        reference(a, w, M, 2 * F, K, &ref, &mag);
+        Dev<kl_bf16> da(to_bf16(a)), dw(to_bf16(w)), dgu((size_t)M * 2 * F), dh((size_t)M * F), dh2((size_t)M * F);
+        ASSERT_EQ(cudaMemset(dgu.p, 0xff, dgu.n * sizeof(kl_bf16)), cudaSuccess);
+        ASSERT_EQ(cudaMemset(dh.p, 0xff, dh.n * sizeof(kl_bf16)), cudaSuccess);
+        ASSERT_EQ(kl_gemm_sm90_swiglu_cuda(dgu.p, dh.p, da.p, dw.p, M, F, K, nullptr), KL_OK) << kl_last_error();
+        const std::vector<kl_bf16> gu = dgu.get();
+        EXPECT_TRUE(close_to_reference(gu, ref, mag, 2 * F, 0, M, 2 * F, K));
+        ASSERT_EQ(kl_swiglu_forward_cuda(dh2.p, dgu.p, M, F, nullptr), KL_OK) << kl_last_error();
+        const std::vector<kl_bf16> h = dh.get(), h2 = dh2.get();
+        EXPECT_EQ(std::memcmp(h.data(), h2.data(), h.size() * sizeof(kl_bf16)), 0)
+            << "h differs from kl_swiglu_forward_cuda on the same gu";
+    }
+}
+
+TEST(GemmSm90, RepeatsBitForBit) {
+    SKIP_UNLESS_SM90();
+    uint64_t seed = kltest::fresh_seed("GemmSm90.RepeatsBitForBit");
+    const int M = 1500, N = 1792, K = 512;
+    Dev<kl_bf16> da(to_bf16(random_bf16((size_t)M * K, 1.0f, seed)));
+    Dev<kl_bf16> db(to_bf16(random_bf16((size_t)N * K, 0.1f, seed + 1)));
+    Dev<kl_bf16> o1((size_t)M * N), o2((size_t)M * N);
+    ASSERT_EQ(kl_gemm_sm90_cuda(o1.p, da.p, db.p, M, N, K, nullptr), KL_OK) << kl_last_error();
+    ASSERT_EQ(kl_gemm_sm90_cuda(o2.p, da.p, db.p, M, N, K, nullptr), KL_OK) << kl_last_error();
+    const auto h1 = o1.get(), h2 = o2.get();
+    EXPECT_EQ(std::memcmp(h1.data(), h2.data(), h1.size() * sizeof(kl_bf16)), 0);
+}
+
+TEST(GemmSm90, RefusesShapesItCannotRun) {
+    if (kl_gpu_count() == 0) GTEST_SKIP() << "no GPU";
+    Dev<kl_bf16> x(4096), y(4096), z(4096);
+    EXPECT_EQ(kl_gemm_sm90_cuda(z.p, x.p, y.p, 16, 12, 64, nullptr), KL_ERR_UNSUPPORTED);  // N % 8
+    EXPECT_EQ(kl_gemm_sm90_cuda(z.p, x.p, y.p, 16, 64, 12, nullptr), KL_ERR_UNSUPPORTED);  // K % 8
+    EXPECT_EQ(kl_gemm_sm90_cuda(z.p, x.p, y.p, 0, 64, 64, nullptr), KL_ERR_UNSUPPORTED);   // empty
+    EXPECT_EQ(kl_gemm_sm90_cuda(z.p, x.p + 1, y.p, 16, 64, 64, nullptr), KL_ERR_UNSUPPORTED);  // alignment
+    EXPECT_EQ(kl_gemm_sm90_swiglu_cuda(z.p, z.p, x.p, y.p, 8, 64, 8, nullptr), KL_ERR_UNSUPPORTED);  // F % 128
+    EXPECT_NE(std::string(kl_last_error()).find("F a multiple of 128"), std::string::npos) << kl_last_error();
+}

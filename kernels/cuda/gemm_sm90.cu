@@ -6,8 +6,9 @@
 // "full" mbarrier (the TMA's bytes arrived) and an "empty" one (both consumers are done with it). Warpgroups 1
 // and 2 are the consumers: each multiplies 64 rows of the 128 x 256 output tile by wgmma (m64n256k16, four per
 // stage), keeps one stage's products in flight while it waits for the next, and writes its 64 x 256 FP32
-// accumulators as BF16 straight from registers. Tiles are visited in groups of 16 row blocks so that the A and B
-// tiles the 132 blocks work on at once stay in L2.
+// accumulators as BF16 through a shared-memory staging buffer and TMA stores, which finish while it starts on its
+// next tile. Tiles are visited in groups of 16 row blocks so that the A and B tiles the 132 blocks work on at
+// once stay in L2.
 //
 // SwiGLU: B's 256 rows are 128 gate rows and the matching 128 up rows (two TMA boxes), so each thread holds a
 // gate value and its up value in the same registers (columns j and j + 128 of the tile) and writes gate and up
@@ -30,7 +31,8 @@ namespace {
 
 constexpr int kBM = 128, kBN = 256, kBK = 64, kStages = 4, kThreads = 384;
 constexpr int kABytes = kBM * kBK * 2, kBBytes = kBN * kBK * 2, kStageBytes = kABytes + kBBytes;
-constexpr int kSmemBytes = kStages * kStageBytes + 1024 + 2 * kStages * 8;  // stages, alignment, barriers
+constexpr int kOutBytes = 64 * 128 * 2;  // a consumer's staging buffer: 64 rows x 128 columns (two TMA boxes)
+constexpr int kSmemBytes = kStages * kStageBytes + 2 * kOutBytes + 1024 + 2 * kStages * 8;  // + alignment, barriers
 
 #ifdef KL_SM90A_DEVICE
 constexpr int kGroupM = 16;  // row blocks per group of the tile order
@@ -69,6 +71,26 @@ __device__ __forceinline__ void tma_load(void *dst, const CUtensorMap *map, uint
 __device__ __forceinline__ uint64_t smem_desc(const void *p) {
     return ((smem_u32(p) & 0x3FFFFu) >> 4) | (1ull << 16) | ((uint64_t)(1024 >> 4) << 32) | (1ull << 62);
 }
+// The box at (c0, c1) of the tensor map from shared memory (elements outside the tensor are not written), in the
+// thread's current bulk group.
+__device__ __forceinline__ void tma_store(const CUtensorMap *map, const void *src, int c0, int c1) {
+    asm volatile("cp.async.bulk.tensor.2d.global.shared::cta.bulk_group [%0, {%2, %3}], [%1];" ::"l"((uint64_t)map),
+                 "r"(smem_u32(src)), "r"(c0), "r"(c1)
+                 : "memory");
+}
+__device__ __forceinline__ void bulk_commit() { asm volatile("cp.async.bulk.commit_group;" ::: "memory"); }
+// Waits until the thread's bulk stores have read their shared memory (READ) or completed.
+template <bool READ>
+__device__ __forceinline__ void bulk_wait() {
+    if (READ)
+        asm volatile("cp.async.bulk.wait_group.read 0;" ::: "memory");
+    else
+        asm volatile("cp.async.bulk.wait_group 0;" ::: "memory");
+}
+// Makes this thread's shared-memory writes visible to the TMA unit (the async proxy).
+__device__ __forceinline__ void fence_proxy_async() { asm volatile("fence.proxy.async.shared::cta;" ::: "memory"); }
+// Barrier of one warpgroup (128 threads) on hardware barrier `id`.
+__device__ __forceinline__ void wg_barrier(int id) { asm volatile("bar.sync %0, 128;" ::"r"(id) : "memory"); }
 __device__ __forceinline__ void wg_fence() { asm volatile("wgmma.fence.sync.aligned;" ::: "memory"); }
 __device__ __forceinline__ void wg_commit() { asm volatile("wgmma.commit_group.sync.aligned;" ::: "memory"); }
 template <int N>
@@ -132,12 +154,13 @@ __device__ __forceinline__ void tile_at(int tile, int mt, int nt, int &m0, int &
 // multiplies B rows [128 nb, 128 nb + 128) (gate) and [F + 128 nb, ...) (up); D = gu (ldd = 2F), H = h (ldd = F).
 template <bool SWIGLU>
 __global__ void __launch_bounds__(kThreads, 1)
-    gemm_sm90(const __grid_constant__ CUtensorMap ta, const __grid_constant__ CUtensorMap tb, uint16_t *D,
-              uint16_t *H, int M, int N, int K) {
+    gemm_sm90(const __grid_constant__ CUtensorMap ta, const __grid_constant__ CUtensorMap tb,
+              const __grid_constant__ CUtensorMap td, const __grid_constant__ CUtensorMap th, int M, int N, int K) {
 #ifdef KL_SM90A_DEVICE
     extern __shared__ uint8_t smem_raw[];
     uint8_t *smem = reinterpret_cast<uint8_t *>((reinterpret_cast<uintptr_t>(smem_raw) + 1023) & ~uintptr_t(1023));
-    uint64_t *full = reinterpret_cast<uint64_t *>(smem + kStages * kStageBytes), *empty = full + kStages;
+    uint8_t *out_stage = smem + kStages * kStageBytes;  // kOutBytes per consumer warpgroup
+    uint64_t *full = reinterpret_cast<uint64_t *>(out_stage + 2 * kOutBytes), *empty = full + kStages;
     const int wg = threadIdx.x / 128, t = threadIdx.x % 128;
     if (threadIdx.x == 0) {
         for (int s = 0; s < kStages; s++) {
@@ -200,36 +223,44 @@ __global__ void __launch_bounds__(kThreads, 1)
         fence_acc(acc);
         if (lane == 0) mbar_arrive(&empty[prev]);
         // Accumulator layout of m64n256: register 4j + r holds row 16 warp + lane / 4 + 8 (r / 2) and column
-        // 8j + 2 (lane % 4) + r % 2 of the warpgroup's 64 x 256 block.
-        const int row0 = m0 + cw * 64 + warp * 16 + lane / 4;
+        // 8j + 2 (lane % 4) + r % 2 of the warpgroup's 64 x 256 block. The epilogue goes out 128 columns at a
+        // time through the warpgroup's staging buffer, two 64 x 64 boxes in the 128-byte swizzle (16-byte chunk c
+        // of row r at c ^ (r % 8): the warp's stores hit 32 different banks), by TMA stores that run on while the
+        // warpgroup goes on to its next tile.
+        uint8_t *stage = out_stage + cw * kOutBytes;
+        const int grow = m0 + cw * 64;
+        auto store_128 = [&](const CUtensorMap *map, int gcol, auto value) {
+            if (t == 0) bulk_wait<true>();  // the previous store has read the buffer
+            wg_barrier(1 + cw);
 #pragma unroll
-        for (int rr = 0; rr < 2; rr++) {
-            const int row = row0 + 8 * rr;
-            if (row >= M) continue;
-            if (SWIGLU) {
-                uint16_t *gate = D + (size_t)row * 2 * N + nb * half, *hrow = H + (size_t)row * N + nb * half;
+            for (int j = 0; j < 16; j++)
 #pragma unroll
-                for (int j = 0; j < 16; j++) {
-                    const int c = 8 * j + 2 * (lane % 4);
-                    const float g0 = kl::bf16_round(acc[4 * j + 2 * rr]), g1 = kl::bf16_round(acc[4 * j + 2 * rr + 1]);
-                    const float u0 = kl::bf16_round(acc[4 * (j + 16) + 2 * rr]);
-                    const float u1 = kl::bf16_round(acc[4 * (j + 16) + 2 * rr + 1]);
-                    *reinterpret_cast<uint32_t *>(gate + c) = kl::pack_bf16x2(g0, g1);
-                    *reinterpret_cast<uint32_t *>(gate + N + c) = kl::pack_bf16x2(u0, u1);
-                    *reinterpret_cast<uint32_t *>(hrow + c) = kl::pack_bf16x2(kl::swiglu(g0, u0), kl::swiglu(g1, u1));
+                for (int rr = 0; rr < 2; rr++) {
+                    const int r = warp * 16 + lane / 4 + 8 * rr;
+                    const uint32_t v = kl::pack_bf16x2(value(j, 2 * rr), value(j, 2 * rr + 1));
+                    const uint32_t off = (j / 8) * 8192 + r * 128 + (((j % 8) ^ (r % 8)) << 4) + 4 * (lane % 4);
+                    asm volatile("st.shared.u32 [%0], %1;" ::"r"(smem_u32(stage) + off), "r"(v) : "memory");
                 }
-            } else {
-                uint16_t *drow = D + (size_t)row * N + nb * kBN;
-#pragma unroll
-                for (int j = 0; j < 32; j++) {
-                    const int c = 8 * j + 2 * (lane % 4);
-                    if (nb * kBN + c < N)
-                        *reinterpret_cast<uint32_t *>(drow + c) =
-                            kl::pack_bf16x2(acc[4 * j + 2 * rr], acc[4 * j + 2 * rr + 1]);
-                }
+            fence_proxy_async();
+            wg_barrier(1 + cw);
+            if (t == 0) {
+                tma_store(map, stage, gcol, grow);
+                tma_store(map, stage + 8192, gcol + 64, grow);
+                bulk_commit();
             }
+        };
+        if (SWIGLU) {
+            auto gate = [&](int j, int r) { return kl::bf16_round(acc[4 * j + r]); };
+            auto up = [&](int j, int r) { return kl::bf16_round(acc[4 * (j + 16) + r]); };
+            store_128(&td, nb * half, gate);
+            store_128(&td, N + nb * half, up);
+            store_128(&th, nb * half, [&](int j, int r) { return kl::swiglu(gate(j, r), up(j, r)); });
+        } else {
+            store_128(&td, nb * kBN, [&](int j, int r) { return acc[4 * j + r]; });
+            store_128(&td, nb * kBN + half, [&](int j, int r) { return acc[4 * (j + 16) + r]; });
         }
     }
+    if (t == 0) bulk_wait<false>();  // the last stores are done before the block's shared memory goes
 #endif
 }
 
@@ -280,6 +311,10 @@ kl_status launch(uint16_t *D, uint16_t *H, const kl_bf16 *A, const kl_bf16 *B, i
     CUtensorMap ta, tb;
     KL_TRY(tensor_map(&ta, A, M, K, K, kBM, "A"));
     KL_TRY(tensor_map(&tb, B, SWIGLU ? 2 * N : N, K, K, SWIGLU ? kBN / 2 : kBN, "B"));
+    CUtensorMap td, th;  // the outputs, written in 64 x 64 boxes
+    KL_TRY(tensor_map(&td, D, M, SWIGLU ? 2 * N : N, SWIGLU ? 2 * N : N, 64, "D"));
+    if (SWIGLU) KL_TRY(tensor_map(&th, H, M, N, N, 64, "H"));
+    else th = td;
     static int sms = 0;
     if (sms == 0) {
         int dev = 0;
@@ -290,7 +325,7 @@ kl_status launch(uint16_t *D, uint16_t *H, const kl_bf16 *A, const kl_bf16 *B, i
     const int cols = SWIGLU ? kBN / 2 : kBN;
     const long long tiles = (long long)((M + kBM - 1) / kBM) * ((N + cols - 1) / cols);
     const int grid = tiles < sms ? (int)tiles : sms;
-    gemm_sm90<SWIGLU><<<grid, kThreads, kSmemBytes, stream>>>(ta, tb, D, H, M, N, K);
+    gemm_sm90<SWIGLU><<<grid, kThreads, kSmemBytes, stream>>>(ta, tb, td, th, M, N, K);
     KL_CUDA_CHECK_LAUNCH();
     return KL_OK;
 }

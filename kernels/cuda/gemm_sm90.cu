@@ -31,7 +31,8 @@ namespace {
 
 constexpr int kBM = 128, kBN = 256, kBK = 64, kStages = 4, kThreads = 384;
 constexpr int kABytes = kBM * kBK * 2, kBBytes = kBN * kBK * 2, kStageBytes = kABytes + kBBytes;
-constexpr int kOutBytes = 64 * 128 * 2;  // a consumer's staging buffer: 64 rows x 128 columns (two TMA boxes)
+constexpr int kBoxBytes = 64 * 64 * 2;    // one 64 x 64 box of the output, as a TMA store writes it
+constexpr int kOutBytes = 2 * kBoxBytes;  // a consumer's staging buffer: 64 rows x 128 columns
 constexpr int kSmemBytes = kStages * kStageBytes + 2 * kOutBytes + 1024 + 2 * kStages * 8;  // + alignment, barriers
 
 #ifdef KL_SM90A_DEVICE
@@ -150,8 +151,8 @@ __device__ __forceinline__ void tile_at(int tile, int mt, int nt, int &m0, int &
 
 #endif  // KL_SM90A_DEVICE
 
-// SWIGLU = false: D(M, N) = A B^T, N columns in blocks of 256 (ldd = N). SWIGLU = true: N = F, column block nb
-// multiplies B rows [128 nb, 128 nb + 128) (gate) and [F + 128 nb, ...) (up); D = gu (ldd = 2F), H = h (ldd = F).
+// SWIGLU = false: td maps D(M, N) = A B^T, written in column blocks of 256. SWIGLU = true: N = F, column block nb
+// multiplies B rows [128 nb, 128 nb + 128) (gate) and [F + 128 nb, ...) (up); td maps gu(M, 2F), th maps h(M, F).
 template <bool SWIGLU>
 __global__ void __launch_bounds__(kThreads, 1)
     gemm_sm90(const __grid_constant__ CUtensorMap ta, const __grid_constant__ CUtensorMap tb,
@@ -238,14 +239,14 @@ __global__ void __launch_bounds__(kThreads, 1)
                 for (int rr = 0; rr < 2; rr++) {
                     const int r = warp * 16 + lane / 4 + 8 * rr;
                     const uint32_t v = kl::pack_bf16x2(value(j, 2 * rr), value(j, 2 * rr + 1));
-                    const uint32_t off = (j / 8) * 8192 + r * 128 + (((j % 8) ^ (r % 8)) << 4) + 4 * (lane % 4);
+                    const uint32_t off = (j / 8) * kBoxBytes + r * 128 + (((j % 8) ^ (r % 8)) << 4) + 4 * (lane % 4);
                     asm volatile("st.shared.u32 [%0], %1;" ::"r"(smem_u32(stage) + off), "r"(v) : "memory");
                 }
             fence_proxy_async();
             wg_barrier(1 + cw);
             if (t == 0) {
                 tma_store(map, stage, gcol, grow);
-                tma_store(map, stage + 8192, gcol + 64, grow);
+                tma_store(map, stage + kBoxBytes, gcol + 64, grow);
                 bulk_commit();
             }
         };

@@ -20,14 +20,14 @@ trap 'if [ -n "$sampler" ]; then kill "$sampler" 2> /dev/null || true; fi; rm -r
 # Board power and SM clock, sampled every 0.5 s while a model trains (when nvidia-smi is there): at the
 # H200's 700 W cap the clock, and with it the throughput, differs from chip to chip by a few percent.
 sample_gpu() {
-  while nvidia-smi --query-gpu=power.draw,clocks.sm,utilization.gpu --format=csv,noheader,nounits >> "$1" 2>/dev/null
+  while "$smi" --query-gpu=power.draw,clocks.sm,utilization.gpu --format=csv,noheader,nounits >> "$1" 2>/dev/null
   do sleep 0.5; done
 }
 smi=$(command -v nvidia-smi || true)
 gpu_name= gpu_serial=
 if [ -n "$smi" ]; then
   dev=${CUDA_VISIBLE_DEVICES:-0}  # the GPU kiln trains on: CUDA's device 0
-  IFS=, read -r gpu_name gpu_serial < <(nvidia-smi -i "${dev%%,*}" --query-gpu=name,serial --format=csv,noheader \
+  IFS=, read -r gpu_name gpu_serial < <("$smi" -i "${dev%%,*}" --query-gpu=name,serial --format=csv,noheader \
     2> /dev/null) || true
   gpu_serial=${gpu_serial# }
   echo "GPU: ${gpu_name:-?}, serial ${gpu_serial:-?}"

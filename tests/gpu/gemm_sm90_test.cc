@@ -16,6 +16,7 @@
 extern "C" {
 #include "device.h"
 #include "gemm_sm90_cuda.h"
+#include "matmul.h"
 #include "swiglu_cuda.h"
 }
 
@@ -25,22 +26,17 @@ struct Shape {
     int M, N, K;
 };
 
-// out(M,N) = a(M,K) b(N,K)^T in double, and the sum of |a b| per output (the scale of the accumulation error).
+// out(M,N) = a(M,K) b(N,K)^T by the CPU reference in double, and the sum of |a b| per output (the scale of the
+// accumulation error): the same product of |a| and |b|.
 void reference(const std::vector<float> &a, const std::vector<float> &b, int M, int N, int K, std::vector<double> *out,
                std::vector<double> *mag) {
+    std::vector<double> da(a.begin(), a.end()), db(b.begin(), b.end());
     out->assign((size_t)M * N, 0.0);
     mag->assign((size_t)M * N, 0.0);
-    for (int m = 0; m < M; m++)
-        for (int n = 0; n < N; n++) {
-            double s = 0, t = 0;
-            for (int k = 0; k < K; k++) {
-                const double p = (double)a[(size_t)m * K + k] * b[(size_t)n * K + k];
-                s += p;
-                t += std::fabs(p);
-            }
-            (*out)[(size_t)m * N + n] = s;
-            (*mag)[(size_t)m * N + n] = t;
-        }
+    kl_matmul_forward_cpu_f64(out->data(), da.data(), db.data(), nullptr, M, K, N);
+    for (double &v : da) v = std::fabs(v);
+    for (double &v : db) v = std::fabs(v);
+    kl_matmul_forward_cpu_f64(mag->data(), da.data(), db.data(), nullptr, M, K, N);
 }
 
 // The output is the FP32 sum rounded to BF16 (nearest even, at most 2^-9 relative), and the FP32 sum of K

@@ -29,17 +29,20 @@ kl_status kl_gemm_ctx_set_workspace(kl_gemm_ctx *ctx, void *workspace, size_t wo
 /* Debug/test switch: when on, every product runs on kiln's own simple tiled kernel instead of cuBLASLt
  * (the path also taken when cuBLASLt has no algorithm for a shape). */
 void kl_gemm_ctx_force_fallback(kl_gemm_ctx *ctx, int on);
-/* How many products ran through cuBLASLt / the own kernel, cache hits/misses, and plans whose algorithm was
- * chosen by timing / taken from a remembered choice, since creation. */
+/* How many products ran through cuBLASLt / the own fallback kernel / kiln's own Hopper GEMM, cache hits/misses,
+ * plans whose algorithm was chosen by timing / taken from a remembered choice, and plans that run the own Hopper
+ * GEMM, since creation. */
 typedef struct {
-    long long cublaslt_calls, fallback_calls, cache_hits, cache_misses, timed_shapes, remembered_shapes;
+    long long cublaslt_calls, fallback_calls, sm90_calls, cache_hits, cache_misses, timed_shapes, remembered_shapes;
+    long long sm90_shapes;
 } kl_gemm_stats;
 kl_gemm_stats kl_gemm_ctx_stats(const kl_gemm_ctx *ctx);
 
 /* Algorithm choice by timing. cuBLASLt's heuristic ranks its candidate kernels by a model; the first is 5-15%
  * slower than the best on some shapes (H200: the MLP down projection's dinp, the LM head). While timing is on,
  * every product whose plan is new (a shape, layout or alignment not seen before and not remembered) runs each
- * candidate back to back on the call's own operands, long enough for the GPU to settle at its power limit
+ * candidate — cuBLASLt's, and on sm_90 kiln's own Hopper GEMM (kernels/gemm_sm90_cuda.h) for the forward
+ * product without bias, densely packed, 16-byte aligned, IC and OC multiples of 8 — back to back on the call's own operands, long enough for the GPU to settle at its power limit
  * (about 0.15 s per candidate), and keeps the fastest (the first unless another is 2% faster) — so the call
  * WRITES ITS OUTPUT MANY TIMES, ACCUMULATING INTO IT when beta != 0: turn timing on
  * only for a pass whose outputs are thrown away (kl_model_cuda_tune). Nothing is timed on a stream being

@@ -118,9 +118,11 @@ kl_status bench_linear(Report &rep, kl_gemm_ctx *ctx, Timer &t, const Linear &L,
     snprintf(shape, sizeof shape, "N=%d IC=%d OC=%d%s", L.N, L.IC, L.OC, L.bias ? " +bias" : "");
     double ms = 0;
     const kl_bf16 *bias = L.bias ? b.p : nullptr;
+    const long long sm90_before = kl_gemm_ctx_stats(ctx).sm90_shapes;
     KL_TRY(time_ms(t, [&] { return kl_matmul_forward_cuda(ctx, out.p, inp.p, w.p, bias, L.N, L.IC, L.OC, nullptr); }, 3,
                    20, &ms));
-    rep.row((std::string(L.name) + " fwd" + tag).c_str(), shape, flop, ms);
+    const bool sm90 = kl_gemm_ctx_stats(ctx).sm90_shapes > sm90_before;  // timing chose kiln's own kernel
+    rep.row((std::string(L.name) + " fwd" + tag + (sm90 ? " sm90" : "")).c_str(), shape, flop, ms);
     KL_TRY(time_ms(t, [&] { return kl_matmul_backward_cuda(ctx, dinp.p, nullptr, nullptr, dout.p, inp.p, w.p, L.N, L.IC,
                                                           L.OC, nullptr); }, 3, 20, &ms));
     rep.row((std::string(L.name) + " dinp" + tag).c_str(), shape, flop, ms);

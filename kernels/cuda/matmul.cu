@@ -1,7 +1,8 @@
 // matmul.cu — the linear layer in BF16 on the GPU (kernels/matmul_cuda.h): cuBLASLt products with a per-context
 // cache of descriptors, layouts and algorithms (the heuristic's first choice, or the fastest of its candidates
-// when timed, remembered in a tuning file); a small own tiled kernel for shapes cuBLASLt declines (and for
-// tests); the deterministic two-pass dbias column sum. Row-major kiln tensors are handed to the
+// when timed, remembered in a tuning file); kiln's own Hopper GEMM (gemm_sm90_cuda.h) as one more candidate
+// for the forward product when timed; a small own tiled kernel for shapes cuBLASLt declines (and for tests); the
+// deterministic two-pass dbias column sum. Row-major kiln tensors are handed to the
 // column-major BLAS as their transposes, so forward is the "TN" product out^T = w . inp^T.
 #include <cublasLt.h>
 #include <cuda_bf16.h>
@@ -15,11 +16,13 @@
 #include <unistd.h>
 
 #include "cuda_check.cuh"
+#include "gemm_sm90_cuda.h"
 #include "matmul_cuda.h"
 
 #define KL_GEMM_CACHE_SIZE 128
 #define KL_GEMM_CANDIDATES 8  // the heuristic's candidates a plan keeps for timing (cuBLAS 13 offers up to 8)
 #define KL_GEMM_TUNED_MAX 256 // remembered choices
+#define KL_GEMM_RANK_SM90 KL_GEMM_CANDIDATES  // the rank that names kiln's own Hopper GEMM in a tuning file
 
 // Everything a cached plan depends on. All int32 so that memcmp compares no padding.
 struct gemm_key {
@@ -37,10 +40,13 @@ struct gemm_plan {
     cublasLtMatmulAlgo_t algo;
     cublasLtMatmulAlgo_t cand[KL_GEMM_CANDIDATES];  // the heuristic's valid candidates, best guess first
     int n_cand;
+    int sm90_ok;         // kiln's own Hopper GEMM can run this key (sm90_fits), as candidate rank n_cand
+    int use_sm90;        // ... and runs it (alpha == 1 calls; others take `algo`, the heuristic's first choice)
     int timing_pending;  // to be timed on its first run (the context was timing when the plan was built)
 };
 
-// A remembered choice: the rank, among the heuristic's valid candidates, of the algorithm to run for `key`.
+// A remembered choice: the rank, among the heuristic's valid candidates, of the algorithm to run for `key`, or
+// KL_GEMM_RANK_SM90 for kiln's own Hopper GEMM.
 struct tuned_choice {
     gemm_key key;
     int32_t rank;
@@ -51,6 +57,8 @@ struct kl_gemm_ctx {
     void *ws;
     size_t ws_bytes;
     int force_fallback;
+    int sm90;             // kl_gemm_sm90_available() unless KILN_GEMM_SM90=0, probed at creation (not while a
+                          // stream is captured)
     int timing;           // kl_gemm_ctx_set_timing: plans built now time their candidates on their first run
     int next_evict;
     kl_gemm_stats stats;
@@ -175,10 +183,25 @@ static kl_status plan_descriptors(const gemm_key *key, const void *bias, gemm_pl
     return KL_OK;
 }
 
-static const tuned_choice *tuned_find(const kl_gemm_ctx *ctx, const gemm_key *key) {
+static tuned_choice *tuned_find(kl_gemm_ctx *ctx, const gemm_key *key) {
     for (int i = 0; i < ctx->n_tuned; i++)
         if (memcmp(&ctx->tuned[i].key, key, sizeof *key) == 0) return &ctx->tuned[i];
     return NULL;
+}
+
+// Whether kiln's own Hopper GEMM computes this key: the linear layer's forward out(n,m) = inp(n,k) w(m,k)^T with
+// both operands and the output densely packed and 16-byte aligned, m and k multiples of 8, no bias, beta = 0,
+// BF16 out (the kernel's contract, kernels/gemm_sm90_cuda.h).
+static bool sm90_fits(const kl_gemm_ctx *ctx, const gemm_key *k) {
+    return ctx->sm90 && k->transa && !k->transb && !k->d_f32 && !k->has_bias && !k->beta_nonzero && k->m % 8 == 0 &&
+           k->k % 8 == 0 && k->lda == k->k && k->ldb == k->k && k->ldd == k->m && k->align_a >= 16 &&
+           k->align_b >= 16 && k->align_d >= 16;
+}
+
+// Runs candidate `rank` of the plan from now on: a cuBLASLt candidate, or the own Hopper GEMM.
+static void plan_take(gemm_plan *p, int rank) {
+    p->use_sm90 = rank == p->n_cand;
+    p->algo = p->cand[p->use_sm90 ? 0 : rank];
 }
 
 // Asks the heuristic for its candidates that fit the workspace and the operands' alignments and takes the
@@ -214,10 +237,13 @@ static kl_status plan_choose(kl_gemm_ctx *ctx, cublasLtMatmulPreference_t pref, 
             p->cand[p->n_cand++] = res[i].algo;
     if (p->n_cand == 0) return KL_OK;
     p->use_fallback = 0;
+    p->sm90_ok = sm90_fits(ctx, key);
     const tuned_choice *t = tuned_find(ctx, key);
-    p->algo = p->cand[t && t->rank < p->n_cand ? t->rank : 0];
+    if (t && t->rank == KL_GEMM_RANK_SM90 && !p->sm90_ok) t = NULL;  // a build or switch without it: choose again
+    plan_take(p, !t ? 0 : t->rank == KL_GEMM_RANK_SM90 ? p->n_cand : t->rank < p->n_cand ? t->rank : 0);
     if (t) ctx->stats.remembered_shapes++;
-    p->timing_pending = ctx->timing && !t && p->n_cand > 1;
+    if (p->use_sm90) ctx->stats.sm90_shapes++;
+    p->timing_pending = ctx->timing && !t && p->n_cand + p->sm90_ok > 1;
     return KL_OK;
 }
 
@@ -307,6 +333,8 @@ extern "C" kl_status kl_gemm_ctx_create(kl_gemm_ctx **out, void *workspace, size
     }
     ctx->ws = workspace;
     ctx->ws_bytes = workspace ? workspace_bytes : 0;
+    const char *sm90 = getenv("KILN_GEMM_SM90");  // "0": never consider the own Hopper GEMM (A/B, debugging)
+    ctx->sm90 = !(sm90 && strcmp(sm90, "0") == 0) && kl_gemm_sm90_available();
     set_device_sig(ctx);
     *out = ctx;
     return KL_OK;
@@ -362,8 +390,9 @@ static kl_status run_timed(kl_gemm_ctx *ctx, gemm_plan *p, int calls, cudaEvent_
     return KL_OK;
 }
 
-// Times each candidate on the call's own operands and keeps the fastest, unless it beats the heuristic's first
-// choice by less than 2%: within the noise the heuristic's choice stays. A first burst of two calls (one timed)
+// Times each candidate (the heuristic's, then the own Hopper GEMM where it fits) on the call's own operands and
+// keeps the fastest, unless it beats the heuristic's first choice by less than 2%: within the noise the
+// heuristic's choice stays. A first burst of two calls (one timed)
 // sizes the sustained runs: kSettleMs untimed, then kTimedMs timed, in two rounds, the second in reverse order so
 // that a drifting clock favours no position; each candidate's faster round counts. Writes D many times (and
 // accumulates into it when beta != 0): the caller times only when the outputs are scratch. Skipped while the
@@ -380,18 +409,19 @@ static kl_status time_candidates(kl_gemm_ctx *ctx, gemm_plan *p, float alpha, co
         cudaEventDestroy(ev[0]);
         KL_CUDA_CHECK(cudaGetLastError());
     }
-    float burst_ms[KL_GEMM_CANDIDATES] = {}, best_ms[KL_GEMM_CANDIDATES] = {};
+    float burst_ms[KL_GEMM_CANDIDATES + 1] = {}, best_ms[KL_GEMM_CANDIDATES + 1] = {};
+    const int n = p->n_cand + p->sm90_ok;
     kl_status s = KL_OK;
-    for (int c = 0; c < p->n_cand && s == KL_OK; c++) {
-        p->algo = p->cand[c];
+    for (int c = 0; c < n && s == KL_OK; c++) {
+        plan_take(p, c);
         s = run_timed(ctx, p, 1, nullptr, nullptr, alpha, A, B, beta, D, bias, st);
         if (s == KL_OK) s = run_timed(ctx, p, 1, ev, &burst_ms[c], alpha, A, B, beta, D, bias, st);
         burst_ms[c] = fmaxf(burst_ms[c], kTimedMs / kMaxCalls);
     }
     for (int round = 0; round < 2 && s == KL_OK; round++)
-        for (int i = 0; i < p->n_cand && s == KL_OK; i++) {
-            const int c = round == 1 ? p->n_cand - 1 - i : i;
-            p->algo = p->cand[c];
+        for (int i = 0; i < n && s == KL_OK; i++) {
+            const int c = round == 1 ? n - 1 - i : i;
+            plan_take(p, c);
             const int settle = (int)(kSettleMs / burst_ms[c]) + 1, timed = (int)(kTimedMs / burst_ms[c]) + 2;
             float ms = 0.f;
             s = run_timed(ctx, p, settle, nullptr, nullptr, alpha, A, B, beta, D, bias, st);
@@ -402,17 +432,22 @@ static kl_status time_candidates(kl_gemm_ctx *ctx, gemm_plan *p, float alpha, co
     cudaEventDestroy(ev[1]);
     KL_TRY(s);
     int best = 0;
-    for (int c = 1; c < p->n_cand; c++)
+    for (int c = 1; c < n; c++)
         if (best_ms[c] < best_ms[best]) best = c;
     if (best_ms[best] > 0.98f * best_ms[0]) best = 0;
-    p->algo = p->cand[best];
+    plan_take(p, best);
     ctx->stats.timed_shapes++;
-    if (ctx->n_tuned < KL_GEMM_TUNED_MAX) ctx->tuned[ctx->n_tuned++] = tuned_choice{p->key, best};
+    if (p->use_sm90) ctx->stats.sm90_shapes++;
+    const tuned_choice c{p->key, p->use_sm90 ? KL_GEMM_RANK_SM90 : best};
+    tuned_choice *old = tuned_find(ctx, &p->key);  // a choice plan_choose set aside
+    if (old) *old = c;
+    else if (ctx->n_tuned < KL_GEMM_TUNED_MAX) ctx->tuned[ctx->n_tuned++] = c;
     return KL_OK;
 }
 
 // Tuning files: a header line, then one line per choice: the device signature, a tab, the key's 15 fields, a tab,
-// the rank. Lines of other devices, libraries or workspace sizes are kept as they are when the file is rewritten.
+// the rank (KL_GEMM_RANK_SM90 for the own Hopper GEMM). Lines of other devices, libraries or workspace sizes are
+// kept as they are when the file is rewritten.
 static const char kTuneHeader[] = "kiln gemm tuning v1";
 enum { KEY_FIELDS = sizeof(gemm_key) / sizeof(int32_t) };
 
@@ -435,7 +470,7 @@ static bool parse_choice(char *line, char **sig, tuned_choice *c) {
     if (*q) return false;
     const long r = strtol(tab2 + 1, &end, 10);
     while (*end == ' ' || *end == '\r' || *end == '\n') end++;
-    if (end == tab2 + 1 || *end || r < 0 || r >= KL_GEMM_CANDIDATES) return false;
+    if (end == tab2 + 1 || *end || r < 0 || r > KL_GEMM_RANK_SM90) return false;
     c->rank = (int32_t)r;
     return true;
 }
@@ -459,7 +494,7 @@ extern "C" kl_status kl_gemm_ctx_load_tuning(kl_gemm_ctx *ctx, const char *path,
         tuned_choice c;
         if (!parse_choice(line, &sig, &c)) {
             s = kl_error(KL_ERR_INVALID, "%s:%d: expected <device>\\t<%d key fields>\\t<rank 0-%d>", path, lineno,
-                         (int)KEY_FIELDS, KL_GEMM_CANDIDATES - 1);
+                         (int)KEY_FIELDS, KL_GEMM_RANK_SM90);
             break;
         }
         if (strcmp(sig, ctx->device_sig) != 0 || tuned_find(ctx, &c.key) || ctx->n_tuned >= KL_GEMM_TUNED_MAX) continue;
@@ -514,6 +549,9 @@ extern "C" kl_status kl_gemm_ctx_save_tuning(kl_gemm_ctx *ctx, const char *path)
 
 static kl_status gemm_run(kl_gemm_ctx *ctx, gemm_plan *p, float alpha, const void *A, const void *B, float beta,
                           void *D, const void *bias, cudaStream_t st) {
+    if (p->use_sm90 && alpha == 1.f)  // row-major out(n,m) = inp(n,k) w(m,k)^T: A is w, B is inp
+        return kl_gemm_sm90_cuda((kl_bf16 *)D, (const kl_bf16 *)B, (const kl_bf16 *)A, p->key.n, p->key.m, p->key.k,
+                                 st);
     if (bias)
         KL_CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(p->desc, CUBLASLT_MATMUL_DESC_BIAS_POINTER, &bias, sizeof bias));
     KL_CUBLAS_CHECK(cublasLtMatmul(ctx->lt, p->desc, &alpha, A, p->la, B, p->lb, &beta, D, p->ld, D, p->ld, &p->algo,
@@ -575,7 +613,8 @@ extern "C" kl_status kl_gemm_bf16_cuda(kl_gemm_ctx *ctx, int transa, int transb,
     if (p->timing_pending) KL_TRY(time_candidates(ctx, p, alpha, A, B, beta, D, bias, st));
     const kl_status s = gemm_run(ctx, p, alpha, A, B, beta, D, bias, st);
     if (s) return kl_error_context(s, "gemm m=%d n=%d k=%d", m, n, k);
-    ctx->stats.cublaslt_calls++;
+    if (p->use_sm90 && alpha == 1.f) ctx->stats.sm90_calls++;
+    else ctx->stats.cublaslt_calls++;
     return KL_OK;
 }
 

@@ -1,7 +1,7 @@
 // matmul_test.cc — the BF16 linear layer on the GPU (kernels/matmul_cuda.h) against the CPU reference
 // (kernels/matmul.h) run on the same BF16-rounded inputs: forward with and without bias, dinp (overwrite),
 // dw and dbias (accumulate), odd and tiny shapes, unaligned pointers, the own fallback kernel, the plan cache
-// and bit-identical reruns.
+// and bit-identical reruns; tuning files, and kiln's own Hopper GEMM as a remembered choice.
 #include <cuda_runtime.h>
 #include <gtest/gtest.h>
 
@@ -13,6 +13,7 @@
 
 #include "cuda_common.h"
 #include "device.h"
+#include "gemm_sm90_cuda.h"
 #include "matmul.h"
 #include "matmul_cuda.h"
 #include "test_util.h"
@@ -328,4 +329,96 @@ TEST(MatmulCuda, TimedChoiceIsCorrectRememberedAndReloaded) {
     int loaded = -1;
     EXPECT_EQ(kl_gemm_ctx_load_tuning(ctx.get(), (dir + "/missing.txt").c_str(), &loaded), KL_OK);
     EXPECT_EQ(loaded, 0);
+}
+
+// kiln's own Hopper GEMM as a tuning choice: two forward products (with and without bias) are timed and saved,
+// then every choice in the file is rewritten to the own kernel's rank (8). A fresh context that loads the file
+// runs the product without bias on the own kernel (where the device has it): the output matches the CPU and, bit
+// for bit, the kernel called directly. The product with bias, which the own kernel cannot compute, keeps to
+// cuBLASLt's first choice and stays correct.
+TEST(MatmulCuda, OwnHopperGemmRunsAsRememberedChoice) {
+    SKIP_WITHOUT_GPU();
+    const int N = 640, IC = 768, OC = 1536;  // N not a multiple of the 128-row tile
+    const uint64_t seed = kltest::fresh_seed("matmul sm90 choice");
+    std::vector<float> inp = bf16_uniform((size_t)N * IC, seed), w = bf16_uniform((size_t)OC * IC, seed + 1);
+    std::vector<float> bias = bf16_uniform(OC, seed + 2);
+    DevBuf<kl_bf16> d_inp(inp.size()), d_w(w.size()), d_bias(OC), d_out((size_t)N * OC), d_ref((size_t)N * OC);
+    d_inp.upload(to_bf16(inp));
+    d_w.upload(to_bf16(w));
+    d_bias.upload(to_bf16(bias));
+    const std::string dir = kltest::make_temp_dir("gemm_sm90_choice"), file = dir + "/tune.txt";
+    {
+        GemmCtx ctx;
+        kl_gemm_ctx_set_timing(ctx.get(), 1);
+        ASSERT_EQ(kl_matmul_forward_cuda(ctx.get(), d_out.p, d_inp.p, d_w.p, nullptr, N, IC, OC, nullptr), KL_OK)
+            << kl_last_error();
+        ASSERT_EQ(kl_matmul_forward_cuda(ctx.get(), d_out.p, d_inp.p, d_w.p, d_bias.p, N, IC, OC, nullptr), KL_OK)
+            << kl_last_error();
+        ASSERT_EQ(kl_gemm_ctx_save_tuning(ctx.get(), file.c_str()), KL_OK) << kl_last_error();
+    }
+    std::string text = kltest::read_file(file), rewritten;
+    int lines = 0;
+    for (size_t at = text.find('\n') + 1, end; at < text.size(); at = end + 1, lines++) {
+        end = text.find('\n', at);
+        const size_t tab = text.rfind('\t', end);
+        rewritten += text.substr(at, tab + 1 - at) + "8\n";
+    }
+    ASSERT_EQ(lines, 2) << text;
+    kltest::write_file(file, "kiln gemm tuning v1\n" + rewritten);
+
+    GemmCtx ctx;
+    int loaded = -1;
+    ASSERT_EQ(kl_gemm_ctx_load_tuning(ctx.get(), file.c_str(), &loaded), KL_OK) << kl_last_error();
+    EXPECT_EQ(loaded, 2);
+    const bool sm90 = kl_gemm_sm90_available();
+    ASSERT_EQ(kl_matmul_forward_cuda(ctx.get(), d_out.p, d_inp.p, d_w.p, nullptr, N, IC, OC, nullptr), KL_OK)
+        << kl_last_error();
+    std::vector<kl_bf16> got = d_out.download();
+    kl_gemm_stats st = kl_gemm_ctx_stats(ctx.get());
+    EXPECT_EQ(st.sm90_shapes, sm90 ? 1 : 0);
+    EXPECT_EQ(st.sm90_calls, sm90 ? 1 : 0);
+    EXPECT_EQ(st.cublaslt_calls, sm90 ? 0 : 1);
+    std::vector<float> ref((size_t)N * OC);
+    kl_matmul_forward_cpu(ref.data(), inp.data(), w.data(), nullptr, N, IC, OC);
+    std::string rep;
+    std::vector<float> gotf = to_f32(got);
+    EXPECT_TRUE(kltest::all_close(gotf.data(), ref.data(), gotf.size(), kBf16Rtol, accum_atol(IC, 1.0), &rep)) << rep;
+    if (sm90) {
+        ASSERT_EQ(kl_gemm_sm90_cuda(d_ref.p, d_inp.p, d_w.p, N, OC, IC, nullptr), KL_OK) << kl_last_error();
+        std::vector<kl_bf16> direct = d_ref.download();
+        EXPECT_EQ(0, memcmp(got.data(), direct.data(), got.size() * sizeof(kl_bf16)));
+    }
+
+    ASSERT_EQ(kl_matmul_forward_cuda(ctx.get(), d_out.p, d_inp.p, d_w.p, d_bias.p, N, IC, OC, nullptr), KL_OK)
+        << kl_last_error();
+    st = kl_gemm_ctx_stats(ctx.get());
+    EXPECT_EQ(st.sm90_shapes, sm90 ? 1 : 0) << "the product with bias cannot run on the own kernel";
+    EXPECT_EQ(st.remembered_shapes, sm90 ? 1 : 0) << "a choice of the own kernel where it cannot run does not hold";
+    gotf = to_f32(d_out.download());
+    kl_matmul_forward_cpu(ref.data(), inp.data(), w.data(), bias.data(), N, IC, OC);
+    EXPECT_TRUE(kltest::all_close(gotf.data(), ref.data(), gotf.size(), kBf16Rtol, accum_atol(IC, 1.0), &rep))
+        << rep;
+
+    // KILN_GEMM_SM90=0 sets the own kernel aside: its remembered choice does not hold, so a timing context times
+    // the product again and its saved choice replaces the old one (one line per shape still)
+    setenv("KILN_GEMM_SM90", "0", 1);
+    GemmCtx off;
+    unsetenv("KILN_GEMM_SM90");
+    ASSERT_EQ(kl_gemm_ctx_load_tuning(off.get(), file.c_str(), &loaded), KL_OK) << kl_last_error();
+    kl_gemm_ctx_set_timing(off.get(), 1);
+    ASSERT_EQ(kl_matmul_forward_cuda(off.get(), d_out.p, d_inp.p, d_w.p, nullptr, N, IC, OC, nullptr), KL_OK)
+        << kl_last_error();
+    st = kl_gemm_ctx_stats(off.get());
+    EXPECT_EQ(st.sm90_shapes, 0);
+    EXPECT_EQ(st.timed_shapes, 1);
+    gotf = to_f32(d_out.download());
+    kl_matmul_forward_cpu(ref.data(), inp.data(), w.data(), nullptr, N, IC, OC);
+    EXPECT_TRUE(kltest::all_close(gotf.data(), ref.data(), gotf.size(), kBf16Rtol, accum_atol(IC, 1.0), &rep)) << rep;
+    ASSERT_EQ(kl_gemm_ctx_save_tuning(off.get(), file.c_str()), KL_OK) << kl_last_error();
+    text = kltest::read_file(file);
+    EXPECT_EQ(std::count(text.begin(), text.end(), '\n'), 3) << text;
+    size_t own_lines = 0;
+    for (size_t at = text.find("\t8\n"); at != std::string::npos; at = text.find("\t8\n", at + 1)) own_lines++;
+    // the product without bias got a cuBLASLt choice; the bias line, not run here, was kept as it was
+    EXPECT_EQ(own_lines, 1u) << text;
 }

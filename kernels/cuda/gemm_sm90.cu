@@ -1,18 +1,22 @@
 // gemm_sm90.cu — kiln's own Hopper GEMM (kernels/gemm_sm90_cuda.h): D(M,N) = A(M,K) B(N,K)^T in BF16 with FP32
 // accumulation, optionally with the SwiGLU forward in the epilogue.
 //
-// One persistent block per SM, three warpgroups. Warpgroup 0 is the producer: one thread loads 128 x 64 tiles of
-// A and 256 x 64 tiles of B by TMA (128-byte swizzle) into a ring of 4 shared-memory stages, each guarded by a
-// "full" mbarrier (the TMA's bytes arrived) and an "empty" one (both consumers are done with it). Warpgroups 1
-// and 2 are the consumers: each multiplies 64 rows of the 128 x 256 output tile by wgmma (m64n256k16, four per
-// stage), keeps one stage's products in flight while it waits for the next, and writes its 64 x 256 FP32
-// accumulators as BF16 through a shared-memory staging buffer and TMA stores, which finish while it starts on its
-// next tile. Tiles are visited in groups of 16 row blocks so that the A and B tiles the 132 blocks work on at
-// once stay in L2.
+// Persistent clusters of two blocks, one block per SM, three warpgroups each. The two blocks of a cluster work on
+// two adjacent 128-row blocks of the output and the same 256 columns, so they share the B tile: each loads one
+// 128 x 64 half of it by TMA and multicasts it to both (half the L2 reads of B). Warpgroup 0 is the producer: one
+// thread loads 128 x 64 tiles of A and its half of B (128-byte swizzle) into a ring of 4 shared-memory stages,
+// each guarded by a "full" mbarrier (all of the stage's bytes arrived, the peer's half included) and an "empty"
+// one (the consumers of both blocks are done with it: the peer's next half lands here too). Warpgroups 1 and 2
+// are the consumers: each multiplies 64 rows of the 128 x 256 output tile by wgmma (m64n256k16, four per stage),
+// keeps one stage's products in flight while it waits for the next, and writes its 64 x 256 FP32 accumulators as
+// BF16 through a shared-memory staging buffer and TMA stores, which finish while it starts on its next tile. Tiles
+// are visited in groups of 16 row blocks so that the A and B tiles the 132 blocks work on at once stay in L2. An
+// odd last row block leaves the second block of its cluster a tile past M: it loads zeros and its stores are
+// clipped.
 //
-// SwiGLU: B's 256 rows are 128 gate rows and the matching 128 up rows (two TMA boxes), so each thread holds a
-// gate value and its up value in the same registers (columns j and j + 128 of the tile) and writes gate and up
-// to gu and silu(gate) up to h. The kernels are compiled for sm_90a only; elsewhere they are empty and
+// SwiGLU: B's 256 rows are 128 gate rows and the matching 128 up rows (one half per block of the cluster), so each
+// thread holds a gate value and its up value in the same registers (columns j and j + 128 of the tile) and writes
+// gate and up to gu and silu(gate) up to h. The kernels are compiled for sm_90a only; elsewhere they are empty and
 // kl_gemm_sm90_available() says no.
 #include <cuda.h>
 #include <cudaTypedefs.h>
@@ -58,12 +62,39 @@ __device__ __forceinline__ void mbar_wait(uint64_t *bar, uint32_t parity) {
             : "memory");
     } while (!done);
 }
+// Arrives on the barrier at the same shared-memory offset in CTA `cta` of the cluster (release at CTA scope, as
+// for a local arrival: a cluster-scope release would add a memory barrier to every arrival).
+__device__ __forceinline__ void mbar_arrive_cluster(uint64_t *bar, uint32_t cta) {
+    asm volatile(
+        "{\n.reg .b32 remote;\nmapa.shared::cluster.u32 remote, %0, %1;\n"
+        "mbarrier.arrive.shared::cluster.b64 _, [remote];\n}\n" ::"r"(smem_u32(bar)),
+        "r"(cta)
+        : "memory");
+}
+__device__ __forceinline__ uint32_t cluster_rank() {
+    uint32_t r;
+    asm volatile("mov.u32 %0, %%cluster_ctarank;" : "=r"(r));
+    return r;
+}
+// All threads of both CTAs of the cluster.
+__device__ __forceinline__ void cluster_sync() {
+    asm volatile("barrier.cluster.arrive.release;\nbarrier.cluster.wait.acquire;" ::: "memory");
+}
 // The box at (c0, c1) = (column, row) of the tensor map into shared memory; its bytes count on `bar`.
 __device__ __forceinline__ void tma_load(void *dst, const CUtensorMap *map, uint64_t *bar, int c0, int c1) {
     asm volatile(
         "cp.async.bulk.tensor.2d.shared::cluster.global.mbarrier::complete_tx::bytes [%0], [%1, {%3, %4}], [%2];" ::"r"(
             smem_u32(dst)),
         "l"((uint64_t)map), "r"(smem_u32(bar)), "r"(c0), "r"(c1)
+        : "memory");
+}
+// The same box into the same shared-memory offset of every CTA in `mask`, counted on each one's `bar`.
+__device__ __forceinline__ void tma_load_multicast(void *dst, const CUtensorMap *map, uint64_t *bar, int c0, int c1,
+                                                   uint16_t mask) {
+    asm volatile(
+        "cp.async.bulk.tensor.2d.shared::cluster.global.mbarrier::complete_tx::bytes.multicast::cluster [%0], [%1, {%3, "
+        "%4}], [%2], %5;" ::"r"(smem_u32(dst)),
+        "l"((uint64_t)map), "r"(smem_u32(bar)), "r"(c0), "r"(c1), "h"(mask)
         : "memory");
 }
 // Matrix descriptor of a K-major tile of 128-byte rows in the 128-byte swizzle: groups of 8 rows 1024 bytes apart
@@ -140,12 +171,13 @@ __device__ __forceinline__ void wgmma_256(float (&d)[128], uint64_t da, uint64_t
         : "l"(da), "l"(db), "r"(accumulate));
 }
 
-// Output tile `tile` -> its first row and its column block, in groups of kGroupM row blocks (the row block
-// fastest within a group).
-__device__ __forceinline__ void tile_at(int tile, int mt, int nt, int &m0, int &nb) {
-    const int per_group = kGroupM * nt, first = tile / per_group * kGroupM;
-    const int gm = mt - first < kGroupM ? mt - first : kGroupM, r = tile % per_group;
-    m0 = (first + r % gm) * kBM;
+// Work item `pair` (two row blocks, one per CTA of the cluster, and a column block) of `pairs_m` x nt -> its first
+// row block and its column block, in groups of kGroupM row blocks (the row pair fastest within a group).
+__device__ __forceinline__ void pair_at(int pair, int pairs_m, int nt, int &mb, int &nb) {
+    constexpr int g = kGroupM / 2;
+    const int per_group = g * nt, first = pair / per_group * g;
+    const int gm = pairs_m - first < g ? pairs_m - first : g, r = pair % per_group;
+    mb = 2 * (first + r % gm);
     nb = r / gm;
 }
 
@@ -154,7 +186,7 @@ __device__ __forceinline__ void tile_at(int tile, int mt, int nt, int &m0, int &
 // SWIGLU = false: td maps D(M, N) = A B^T, written in column blocks of 256. SWIGLU = true: N = F, column block nb
 // multiplies B rows [128 nb, 128 nb + 128) (gate) and [F + 128 nb, ...) (up); td maps gu(M, 2F), th maps h(M, F).
 template <bool SWIGLU>
-__global__ void __launch_bounds__(kThreads, 1)
+__global__ void __cluster_dims__(2, 1, 1) __launch_bounds__(kThreads, 1)
     gemm_sm90(const __grid_constant__ CUtensorMap ta, const __grid_constant__ CUtensorMap tb,
               const __grid_constant__ CUtensorMap td, const __grid_constant__ CUtensorMap th, int M, int N, int K) {
 #ifdef KL_SM90A_DEVICE
@@ -163,105 +195,115 @@ __global__ void __launch_bounds__(kThreads, 1)
     uint8_t *out_stage = smem + kStages * kStageBytes;  // kOutBytes per consumer warpgroup
     uint64_t *full = reinterpret_cast<uint64_t *>(out_stage + 2 * kOutBytes), *empty = full + kStages;
     const int wg = threadIdx.x / 128, t = threadIdx.x % 128;
+    const uint32_t rank = cluster_rank();
     if (threadIdx.x == 0) {
         for (int s = 0; s < kStages; s++) {
             mbar_init(&full[s], 1);
-            mbar_init(&empty[s], 8);  // lane 0 of each consumer warp
+            mbar_init(&empty[s], 16);  // lane 0 of each consumer warp of both CTAs (a stage holds both B halves)
         }
         asm volatile("fence.mbarrier_init.release.cluster;" ::: "memory");
     }
-    __syncthreads();
+    cluster_sync();  // the peer's barriers exist before any multicast or arrival reaches them
     const int half = kBN / 2, cols = SWIGLU ? half : kBN;  // output columns per tile (of h, or of D)
-    const int mt = (M + kBM - 1) / kBM, nt = (N + cols - 1) / cols, tiles = mt * nt, kb = (K + kBK - 1) / kBK;
+    const int mt = (M + kBM - 1) / kBM, nt = (N + cols - 1) / cols, kb = (K + kBK - 1) / kBK;
+    const int pairs_m = (mt + 1) / 2, pairs = pairs_m * nt, cluster = blockIdx.x / 2, clusters = gridDim.x / 2;
     if (wg == 0) {  // producer
         if (t == 0) {
             int s = 0;
             uint32_t ph = 0;
-            for (int tile = blockIdx.x; tile < tiles; tile += gridDim.x) {
-                int m0, nb;
-                tile_at(tile, mt, nt, m0, nb);
+            for (int pair = cluster; pair < pairs; pair += clusters) {
+                int mb, nb;
+                pair_at(pair, pairs_m, nt, mb, nb);
+                // this CTA's B half, multicast to both: plain, rows [256 nb + 128 rank, +128); SwiGLU, the gate
+                // (rank 0) or up (rank 1) rows of column block nb
+                const int brow = SWIGLU ? (rank ? N : 0) + nb * half : nb * kBN + (int)rank * half;
                 for (int k = 0; k < kb; k++) {
                     mbar_wait(&empty[s], ph ^ 1);
                     uint8_t *st = smem + s * kStageBytes;
                     mbar_expect_tx(&full[s], kStageBytes);
-                    tma_load(st, &ta, &full[s], k * kBK, m0);
-                    if (SWIGLU) {
-                        tma_load(st + kABytes, &tb, &full[s], k * kBK, nb * half);
-                        tma_load(st + kABytes + kBBytes / 2, &tb, &full[s], k * kBK, N + nb * half);
-                    } else {
-                        tma_load(st + kABytes, &tb, &full[s], k * kBK, nb * kBN);
-                    }
+                    tma_load(st, &ta, &full[s], k * kBK, (mb + (int)rank) * kBM);
+                    tma_load_multicast(st + kABytes + rank * (kBBytes / 2), &tb, &full[s], k * kBK, brow, 0x3);
                     if (++s == kStages) s = 0, ph ^= 1;
                 }
             }
         }
-        return;
-    }
-    const int cw = wg - 1, warp = t / 32, lane = t % 32;
-    float acc[128];
-    int s = 0;
-    uint32_t ph = 0;
-    for (int tile = blockIdx.x; tile < tiles; tile += gridDim.x) {
-        int m0, nb;
-        tile_at(tile, mt, nt, m0, nb);
-        int prev = -1;
-        for (int k = 0; k < kb; k++) {
-            mbar_wait(&full[s], ph);
-            const uint8_t *st = smem + s * kStageBytes;
-            const uint64_t da = smem_desc(st + cw * 64 * 128), db = smem_desc(st + kABytes);
-            wg_fence();
-            fence_acc(acc);
-#pragma unroll
-            for (int kk = 0; kk < kBK / 16; kk++) wgmma_256(acc, da + 2 * kk, db + 2 * kk, k > 0 || kk > 0);
-            wg_commit();
-            fence_acc(acc);
-            wg_wait<1>();  // the previous stage's products are done: it can be refilled
-            if (prev >= 0 && lane == 0) mbar_arrive(&empty[prev]);
-            prev = s;
-            if (++s == kStages) s = 0, ph ^= 1;
-        }
-        wg_wait<0>();
-        fence_acc(acc);
-        if (lane == 0) mbar_arrive(&empty[prev]);
-        // Accumulator layout of m64n256: register 4j + r holds row 16 warp + lane / 4 + 8 (r / 2) and column
-        // 8j + 2 (lane % 4) + r % 2 of the warpgroup's 64 x 256 block. The epilogue goes out 128 columns at a
-        // time through the warpgroup's staging buffer, two 64 x 64 boxes in the 128-byte swizzle (16-byte chunk c
-        // of row r at c ^ (r % 8): the warp's stores hit 32 different banks), by TMA stores that run on while the
-        // warpgroup goes on to its next tile.
-        uint8_t *stage = out_stage + cw * kOutBytes;
-        const int grow = m0 + cw * 64;
-        auto store_128 = [&](const CUtensorMap *map, int gcol, auto value) {
-            if (t == 0) bulk_wait<true>();  // the previous store has read the buffer
-            wg_barrier(1 + cw);
-#pragma unroll
-            for (int j = 0; j < 16; j++)
-#pragma unroll
-                for (int rr = 0; rr < 2; rr++) {
-                    const int r = warp * 16 + lane / 4 + 8 * rr;
-                    const uint32_t v = kl::pack_bf16x2(value(j, 2 * rr), value(j, 2 * rr + 1));
-                    const uint32_t off = (j / 8) * kBoxBytes + r * 128 + (((j % 8) ^ (r % 8)) << 4) + 4 * (lane % 4);
-                    asm volatile("st.shared.u32 [%0], %1;" ::"r"(smem_u32(stage) + off), "r"(v) : "memory");
+    } else {
+        const int cw = wg - 1, warp = t / 32, lane = t % 32;
+        float acc[128];
+        int s = 0;
+        uint32_t ph = 0;
+        for (int pair = cluster; pair < pairs; pair += clusters) {
+            int mb, nb;
+            pair_at(pair, pairs_m, nt, mb, nb);
+            const int m0 = (mb + (int)rank) * kBM;  // past M for the second CTA of an odd last pair: all clipped
+            int prev = -1;
+            // a stage is free again once this warp is done with it in both CTAs (the peer's B half came too)
+            auto release = [&](int stage) {
+                if (lane == 0) {
+                    mbar_arrive(&empty[stage]);
+                    mbar_arrive_cluster(&empty[stage], rank ^ 1);
                 }
-            fence_proxy_async();
-            wg_barrier(1 + cw);
-            if (t == 0) {
-                tma_store(map, stage, gcol, grow);
-                tma_store(map, stage + kBoxBytes, gcol + 64, grow);
-                bulk_commit();
+            };
+            for (int k = 0; k < kb; k++) {
+                mbar_wait(&full[s], ph);
+                const uint8_t *st = smem + s * kStageBytes;
+                const uint64_t da = smem_desc(st + cw * 64 * 128), db = smem_desc(st + kABytes);
+                wg_fence();
+                fence_acc(acc);
+#pragma unroll
+                for (int kk = 0; kk < kBK / 16; kk++) wgmma_256(acc, da + 2 * kk, db + 2 * kk, k > 0 || kk > 0);
+                wg_commit();
+                fence_acc(acc);
+                wg_wait<1>();  // the previous stage's products are done: it can be refilled
+                if (prev >= 0) release(prev);
+                prev = s;
+                if (++s == kStages) s = 0, ph ^= 1;
             }
-        };
-        if (SWIGLU) {
-            auto gate = [&](int j, int r) { return kl::bf16_round(acc[4 * j + r]); };
-            auto up = [&](int j, int r) { return kl::bf16_round(acc[4 * (j + 16) + r]); };
-            store_128(&td, nb * half, gate);
-            store_128(&td, N + nb * half, up);
-            store_128(&th, nb * half, [&](int j, int r) { return kl::swiglu(gate(j, r), up(j, r)); });
-        } else {
-            store_128(&td, nb * kBN, [&](int j, int r) { return acc[4 * j + r]; });
-            store_128(&td, nb * kBN + half, [&](int j, int r) { return acc[4 * (j + 16) + r]; });
+            wg_wait<0>();
+            fence_acc(acc);
+            release(prev);
+            // Accumulator layout of m64n256: register 4j + r holds row 16 warp + lane / 4 + 8 (r / 2) and column
+            // 8j + 2 (lane % 4) + r % 2 of the warpgroup's 64 x 256 block. The epilogue goes out 128 columns at a
+            // time through the warpgroup's staging buffer, two 64 x 64 boxes in the 128-byte swizzle (16-byte
+            // chunk c of row r at c ^ (r % 8): the warp's stores hit 32 different banks), by TMA stores that run
+            // on while the warpgroup goes on to its next tile.
+            uint8_t *stage = out_stage + cw * kOutBytes;
+            const int grow = m0 + cw * 64;
+            auto store_128 = [&](const CUtensorMap *map, int gcol, auto value) {
+                if (t == 0) bulk_wait<true>();  // the previous store has read the buffer
+                wg_barrier(1 + cw);
+#pragma unroll
+                for (int j = 0; j < 16; j++)
+#pragma unroll
+                    for (int rr = 0; rr < 2; rr++) {
+                        const int r = warp * 16 + lane / 4 + 8 * rr;
+                        const uint32_t v = kl::pack_bf16x2(value(j, 2 * rr), value(j, 2 * rr + 1));
+                        const uint32_t off =
+                            (j / 8) * kBoxBytes + r * 128 + (((j % 8) ^ (r % 8)) << 4) + 4 * (lane % 4);
+                        asm volatile("st.shared.u32 [%0], %1;" ::"r"(smem_u32(stage) + off), "r"(v) : "memory");
+                    }
+                fence_proxy_async();
+                wg_barrier(1 + cw);
+                if (t == 0) {
+                    tma_store(map, stage, gcol, grow);
+                    tma_store(map, stage + kBoxBytes, gcol + 64, grow);
+                    bulk_commit();
+                }
+            };
+            if (SWIGLU) {
+                auto gate = [&](int j, int r) { return kl::bf16_round(acc[4 * j + r]); };
+                auto up = [&](int j, int r) { return kl::bf16_round(acc[4 * (j + 16) + r]); };
+                store_128(&td, nb * half, gate);
+                store_128(&td, N + nb * half, up);
+                store_128(&th, nb * half, [&](int j, int r) { return kl::swiglu(gate(j, r), up(j, r)); });
+            } else {
+                store_128(&td, nb * kBN, [&](int j, int r) { return acc[4 * j + r]; });
+                store_128(&td, nb * kBN + half, [&](int j, int r) { return acc[4 * (j + 16) + r]; });
+            }
         }
+        if (t == 0) bulk_wait<false>();  // the last stores are done before the block's shared memory goes
     }
-    if (t == 0) bulk_wait<false>();  // the last stores are done before the block's shared memory goes
+    cluster_sync();  // no CTA leaves while its peer may still arrive on its barriers
 #endif
 }
 
@@ -311,21 +353,24 @@ kl_status launch(uint16_t *D, uint16_t *H, const kl_bf16 *A, const kl_bf16 *B, i
         return kl_error(KL_ERR_UNSUPPORTED, "sm90 gemm: needs an sm_90 device and sm_90a code");
     CUtensorMap ta, tb;
     KL_TRY(tensor_map(&ta, A, M, K, K, kBM, "A"));
-    KL_TRY(tensor_map(&tb, B, SWIGLU ? 2 * N : N, K, K, SWIGLU ? kBN / 2 : kBN, "B"));
+    KL_TRY(tensor_map(&tb, B, SWIGLU ? 2 * N : N, K, K, kBN / 2, "B"));  // each CTA of a cluster loads one half
     CUtensorMap td, th;  // the outputs, written in 64 x 64 boxes
     KL_TRY(tensor_map(&td, D, M, SWIGLU ? 2 * N : N, SWIGLU ? 2 * N : N, 64, "D"));
     if (SWIGLU) KL_TRY(tensor_map(&th, H, M, N, N, 64, "H"));
     else th = td;
-    static int sms = 0;
-    if (sms == 0) {
-        int dev = 0;
-        KL_CUDA_CHECK(cudaGetDevice(&dev));
-        KL_CUDA_CHECK(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev));
+    static int clusters = 0;  // clusters of two that fit on the device at once
+    if (clusters == 0) {
         KL_CUDA_CHECK(cudaFuncSetAttribute(gemm_sm90<SWIGLU>, cudaFuncAttributeMaxDynamicSharedMemorySize, kSmemBytes));
+        cudaLaunchConfig_t cfg = {};
+        cfg.gridDim = dim3(2);
+        cfg.blockDim = dim3(kThreads);
+        cfg.dynamicSmemBytes = kSmemBytes;
+        KL_CUDA_CHECK(cudaOccupancyMaxActiveClusters(&clusters, gemm_sm90<SWIGLU>, &cfg));
+        if (clusters < 1) return kl_error(KL_ERR_UNSUPPORTED, "sm90 gemm: no cluster of two fits on this device");
     }
     const int cols = SWIGLU ? kBN / 2 : kBN;
-    const long long tiles = (long long)((M + kBM - 1) / kBM) * ((N + cols - 1) / cols);
-    const int grid = tiles < sms ? (int)tiles : sms;
+    const long long pairs = (long long)((M + 2 * kBM - 1) / (2 * kBM)) * ((N + cols - 1) / cols);
+    const int grid = 2 * (pairs < clusters ? (int)pairs : clusters);
     gemm_sm90<SWIGLU><<<grid, kThreads, kSmemBytes, stream>>>(ta, tb, td, th, M, N, K);
     KL_CUDA_CHECK_LAUNCH();
     return KL_OK;

@@ -10,7 +10,8 @@
 // are the consumers: each multiplies 64 rows of the 128 x 256 output tile by wgmma (m64n256k16, four per stage),
 // keeps one stage's products in flight while it waits for the next, and writes its 64 x 256 FP32 accumulators as
 // BF16 through a shared-memory staging buffer and TMA stores, which finish while it starts on its next tile. Tiles
-// are visited in groups of 16 row blocks so that the A and B tiles the 132 blocks work on at once stay in L2. An
+// are visited in groups of 32 row blocks (12 MB of A at K = 1536) so that the A tiles stay in L2 while the group
+// sweeps the columns, and B is read from memory once per group. An
 // odd last row block leaves the second block of its cluster a tile past M: it loads zeros and its stores are
 // clipped.
 //
@@ -40,7 +41,7 @@ constexpr int kOutBytes = 2 * kBoxBytes;  // a consumer's staging buffer: 64 row
 constexpr int kSmemBytes = kStages * kStageBytes + 2 * kOutBytes + 1024 + 2 * kStages * 8;  // + alignment, barriers
 
 #ifdef KL_SM90A_DEVICE
-constexpr int kGroupM = 16;  // row blocks per group of the tile order
+constexpr int kGroupM = 32;  // row blocks per group of the tile order
 
 __device__ __forceinline__ uint32_t smem_u32(const void *p) { return (uint32_t)__cvta_generic_to_shared(p); }
 __device__ __forceinline__ void mbar_init(uint64_t *bar, int count) {
@@ -92,8 +93,8 @@ __device__ __forceinline__ void tma_load(void *dst, const CUtensorMap *map, uint
 __device__ __forceinline__ void tma_load_multicast(void *dst, const CUtensorMap *map, uint64_t *bar, int c0, int c1,
                                                    uint16_t mask) {
     asm volatile(
-        "cp.async.bulk.tensor.2d.shared::cluster.global.mbarrier::complete_tx::bytes.multicast::cluster [%0], [%1, {%3, "
-        "%4}], [%2], %5;" ::"r"(smem_u32(dst)),
+        "cp.async.bulk.tensor.2d.shared::cluster.global.mbarrier::complete_tx::bytes.multicast::cluster"
+        " [%0], [%1, {%3, %4}], [%2], %5;" ::"r"(smem_u32(dst)),
         "l"((uint64_t)map), "r"(smem_u32(bar)), "r"(c0), "r"(c1), "h"(mask)
         : "memory");
 }
@@ -172,13 +173,14 @@ __device__ __forceinline__ void wgmma_256(float (&d)[128], uint64_t da, uint64_t
 }
 
 // Work item `pair` (two row blocks, one per CTA of the cluster, and a column block) of `pairs_m` x nt -> its first
-// row block and its column block, in groups of kGroupM row blocks (the row pair fastest within a group).
+// row block and its column block, in groups of kGroupM row blocks (the row pair fastest within a group), every
+// other group sweeping the columns backwards so that it starts on the B tiles its predecessor ended on.
 __device__ __forceinline__ void pair_at(int pair, int pairs_m, int nt, int &mb, int &nb) {
     constexpr int g = kGroupM / 2;
-    const int per_group = g * nt, first = pair / per_group * g;
+    const int per_group = g * nt, group = pair / per_group, first = group * g;
     const int gm = pairs_m - first < g ? pairs_m - first : g, r = pair % per_group;
     mb = 2 * (first + r % gm);
-    nb = r / gm;
+    nb = group % 2 ? nt - 1 - r / gm : r / gm;
 }
 
 #endif  // KL_SM90A_DEVICE

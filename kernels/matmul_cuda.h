@@ -41,16 +41,17 @@ kl_gemm_stats kl_gemm_ctx_stats(const kl_gemm_ctx *ctx);
 /* Algorithm choice by timing. cuBLASLt's heuristic ranks its candidate kernels by a model; the first is 5-15%
  * slower than the best on some shapes (H200: the MLP down projection's dinp, the LM head). While timing is on,
  * every product whose plan is new (a shape, layout or alignment not seen before and not remembered) runs each
- * candidate — cuBLASLt's, and on sm_90 kiln's own Hopper GEMM (kernels/gemm_sm90_cuda.h) for the forward
- * product without bias, densely packed, 16-byte aligned, IC and OC multiples of 8 — back to back on the call's own operands, long enough for the GPU to settle at its power limit
- * (about 0.15 s per candidate), and keeps the fastest (the first unless another is 2% faster) — so the call
- * WRITES ITS OUTPUT MANY TIMES, ACCUMULATING INTO IT when beta != 0: turn timing on
- * only for a pass whose outputs are thrown away (kl_model_cuda_tune). Nothing is timed on a stream being
- * captured. Choices are remembered by the context and can be saved to and loaded from a tuning file, so later
- * runs (and reruns, which must repeat bit for bit: the algorithm fixes the summation order) use the same
- * algorithms without timing. A file's choices hold for one GPU model, cuBLASLt version and workspace size;
- * lines of others are ignored and kept. A missing file loads nothing; a malformed one is an error naming the
- * line (KL_ERR_INVALID). Saving rewrites the file through a temporary and a rename. */
+ * candidate — cuBLASLt's, and on sm_90 kiln's own Hopper GEMM (kernels/gemm_sm90_cuda.h) for the forward product
+ * without bias, densely packed, 16-byte aligned, IC and OC multiples of 8 — back to back on the call's own
+ * operands, long enough for the GPU to settle at its power limit (about 0.15 s per candidate), and keeps the
+ * fastest (the first unless another is 2% faster) — so the call WRITES ITS OUTPUT MANY TIMES, ACCUMULATING INTO IT
+ * when beta != 0: turn timing on only for a pass whose outputs are thrown away (kl_model_cuda_tune). Nothing is
+ * timed on a stream being captured. Choices are remembered by the context and can be saved to and loaded from a
+ * tuning file, so later runs (and reruns, which must repeat bit for bit: the algorithm fixes the summation order)
+ * use the same algorithms without timing. A file's choices hold for one GPU model, cuBLASLt version and workspace
+ * size; lines of others are ignored and kept. A missing file loads nothing; a malformed one is an error naming the
+ * line (KL_ERR_INVALID). KILN_GEMM_SM90=0 in the environment leaves the own Hopper GEMM out (a remembered choice of
+ * it is then timed again). Saving rewrites the file through a temporary and a rename. */
 void kl_gemm_ctx_set_timing(kl_gemm_ctx *ctx, int on);
 kl_status kl_gemm_ctx_load_tuning(kl_gemm_ctx *ctx, const char *path, int *n_loaded);
 kl_status kl_gemm_ctx_save_tuning(kl_gemm_ctx *ctx, const char *path);

@@ -742,7 +742,8 @@ kl_status kl_model_cuda_tune(kl_model_cuda *m, int B, int T, const char *file, c
     if (timed > 0 && len < msg_size)
         len += (size_t)snprintf(msg + len, msg_size - len, ", %d timed (%.1f s)", timed, kl_now_seconds() - t0);
     const int sm90 = (int)(after.sm90_shapes - before.sm90_shapes);
-    if (sm90 > 0 && len < msg_size) len += (size_t)snprintf(msg + len, msg_size - len, ", %d on kiln's sm90 GEMM", sm90);
+    if (sm90 > 0 && len < msg_size)
+        len += (size_t)snprintf(msg + len, msg_size - len, ", %d on kiln's sm90 GEMM", sm90);
     if (len >= msg_size) return KL_OK;
     if (load_err[0]) /* a file that does not parse is not overwritten: it may not be a tuning file at all */
         snprintf(msg + len, msg_size - len, "; not saved, %s", load_err);

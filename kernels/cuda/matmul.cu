@@ -2,8 +2,8 @@
 // cache of descriptors, layouts and algorithms (the heuristic's first choice, or the fastest of its candidates
 // when timed, remembered in a tuning file); kiln's own Hopper GEMM (gemm_sm90_cuda.h) as one more candidate
 // for the forward product when timed; a small own tiled kernel for shapes cuBLASLt declines (and for tests); the
-// deterministic two-pass dbias column sum. Row-major kiln tensors are handed to the
-// column-major BLAS as their transposes, so forward is the "TN" product out^T = w . inp^T.
+// deterministic two-pass dbias column sum. Row-major kiln tensors are handed to the column-major BLAS as their
+// transposes, so forward is the "TN" product out^T = w . inp^T.
 #include <cublasLt.h>
 #include <cuda_bf16.h>
 #include <cuda_runtime.h>
@@ -392,9 +392,9 @@ static kl_status run_timed(kl_gemm_ctx *ctx, gemm_plan *p, int calls, cudaEvent_
 
 // Times each candidate (the heuristic's, then the own Hopper GEMM where it fits) on the call's own operands and
 // keeps the fastest, unless it beats the heuristic's first choice by less than 2%: within the noise the
-// heuristic's choice stays. A first burst of two calls (one timed)
-// sizes the sustained runs: kSettleMs untimed, then kTimedMs timed, in two rounds, the second in reverse order so
-// that a drifting clock favours no position; each candidate's faster round counts. Writes D many times (and
+// heuristic's choice stays. A first burst of two calls (one timed) sizes the sustained runs: kSettleMs untimed,
+// then kTimedMs timed, in two rounds, the second in reverse order so that a drifting clock favours no position;
+// each candidate's faster round counts. Writes D many times (and
 // accumulates into it when beta != 0): the caller times only when the outputs are scratch. Skipped while the
 // stream is being captured.
 static kl_status time_candidates(kl_gemm_ctx *ctx, gemm_plan *p, float alpha, const void *A, const void *B,

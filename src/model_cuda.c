@@ -17,6 +17,7 @@
 #include "rmsnorm_cuda.h"       /* fused residual + RMSNorm, Qwen3 q/k norm */
 #include "rope_cuda.h"          /* rotary embedding in place on the packed qkv */
 #include "swiglu_cuda.h"        /* SwiGLU gate */
+#include "gemm_sm90_cuda.h"     /* kiln's own Hopper GEMM, with the SwiGLU forward fused */
 
 #define PARAM_ALIGN 128                         /* elements: every tensor starts 256-byte aligned in BF16 */
 /* The auto LM-head chunk: logits of at most 1/24 of the run's memory, clamped to [1, 6] GiB of BF16 (one chunk
@@ -68,6 +69,7 @@ struct kl_model_cuda {
     kl_gemm_ctx *gemm;
     kl_attention_ctx *attn;
     void *gemm_ws;
+    int fused_swiglu; /* the gate+up product with the SwiGLU forward in its epilogue (kiln's sm90 GEMM) */
 
     block_w *bw;
     block_g *bg;
@@ -261,6 +263,7 @@ kl_status kl_model_cuda_create(kl_model_cuda **out, kl_model *cpu, const kl_mode
         goto fail;
     if ((st = kl_gemm_ctx_create(&m->gemm, m->gemm_ws, KL_GEMM_WORKSPACE_BYTES)) != KL_OK) goto fail;
     if ((st = kl_attention_ctx_create(&m->attn, (kl_attn_backend)m->o.attention_backend)) != KL_OK) goto fail;
+    m->fused_swiglu = !m->o.no_fused_swiglu && s->F % 128 == 0 && s->C % 8 == 0 && kl_gemm_sm90_available();
 
     void *p;
     if (!m->o.bf16_master) {
@@ -554,8 +557,12 @@ static kl_status forward_block(kl_model_cuda *m, int l) {
     KL_TRY(kl_matmul_forward_cuda(m->gemm, m->proj, a->att, w->wo, NULL, N, A, C, st));
     KL_TRY(kl_fused_residual_rmsnorm_forward_cuda(a->res2, a->ln2, a->rstd2, m->proj, a->res, w->mlp_norm, N, C, eps,
                                                   st));
-    KL_TRY(kl_matmul_forward_cuda(m->gemm, a->gu, a->ln2, w->wgu, NULL, N, C, 2 * F, st));
-    KL_TRY(kl_swiglu_forward_cuda(a->sw, a->gu, N, F, st));
+    if (m->fused_swiglu) {
+        KL_TRY(kl_gemm_sm90_swiglu_cuda(a->gu, a->sw, a->ln2, w->wgu, N, F, C, st));
+    } else {
+        KL_TRY(kl_matmul_forward_cuda(m->gemm, a->gu, a->ln2, w->wgu, NULL, N, C, 2 * F, st));
+        KL_TRY(kl_swiglu_forward_cuda(a->sw, a->gu, N, F, st));
+    }
     KL_TRY(kl_matmul_forward_cuda(m->gemm, m->proj, a->sw, w->wdown, NULL, N, F, C, st));
     const int last = l + 1 == s->L;
     kl_bf16 *next_res = last ? m->res_final : m->acts[l + 1].res;
@@ -602,6 +609,7 @@ int kl_model_cuda_graphs(const kl_model_cuda *m, const char **why) {
     if (why) *why = m->graph_note;
     return n;
 }
+int kl_model_cuda_fused_swiglu(const kl_model_cuda *m) { return m->fused_swiglu; }
 
 static kl_status forward_dev(kl_model_cuda *m, int slot) {
     const kl_model_shape *s = &m->s;
@@ -744,6 +752,8 @@ kl_status kl_model_cuda_tune(kl_model_cuda *m, int B, int T, const char *file, c
     const int sm90 = (int)(after.sm90_shapes - before.sm90_shapes);
     if (sm90 > 0 && len < msg_size)
         len += (size_t)snprintf(msg + len, msg_size - len, ", %d on kiln's sm90 GEMM", sm90);
+    if (m->fused_swiglu && len < msg_size)
+        len += (size_t)snprintf(msg + len, msg_size - len, ", gate+up with the SwiGLU forward on kiln's sm90 GEMM");
     if (len >= msg_size) return KL_OK;
     if (load_err[0]) /* a file that does not parse is not overwritten: it may not be a tuning file at all */
         snprintf(msg + len, msg_size - len, "; not saved, %s", load_err);
@@ -923,6 +933,10 @@ size_t kl_model_cuda_num_params(const kl_model_cuda *m) {
 int kl_model_cuda_graphs(const kl_model_cuda *m, const char **why) {
     (void)m;
     if (why) *why = "built without CUDA";
+    return 0;
+}
+int kl_model_cuda_fused_swiglu(const kl_model_cuda *m) {
+    (void)m;
     return 0;
 }
 

@@ -301,6 +301,7 @@ kl_status kl_train_run(const kl_config *c) {
         mo.head_chunk_rows = (int)c->memory.lm_head_rows;
         mo.bf16_master = c->precision.master == KL_CFG_MASTER_BF16;
         mo.no_graphs = !c->train.cuda_graphs;
+        mo.no_fused_swiglu = !c->train.fused_swiglu;
         char tune_file[KL_CFG_PATH_MAX + 32], tune_note[KL_CFG_PATH_MAX + 64];
         gemm_tune_file(c, &mo.gemm_tune, tune_file, sizeof tune_file, tune_note, sizeof tune_note);
         mo.gemm_tune_file = tune_file;

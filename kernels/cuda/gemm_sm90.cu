@@ -8,12 +8,13 @@
 // each guarded by a "full" mbarrier (all of the stage's bytes arrived, the peer's half included) and an "empty"
 // one (the consumers of both blocks are done with it: the peer's next half lands here too). Warpgroups 1 and 2
 // are the consumers: each multiplies 64 rows of the 128 x 256 output tile by wgmma (m64n256k16, four per stage),
-// keeps one stage's products in flight while it waits for the next, and writes its 64 x 256 FP32 accumulators as
-// BF16 through a shared-memory staging buffer and TMA stores, which finish while it starts on its next tile. Tiles
-// are visited in groups of 32 row blocks (12 MB of A at K = 1536) so that the A tiles stay in L2 while the group
-// sweeps the columns, and B is read from memory once per group. An
-// odd last row block leaves the second block of its cluster a tile past M: it loads zeros and its stores are
-// clipped.
+// keeps one stage's products in flight while it waits for the next. At a tile's end it keeps its 64 x 256 FP32
+// accumulators as BF16 pairs (registers given up by the producer) and writes them out during the next tile's
+// first K-blocks, one 128-column round per K-block, through a shared-memory staging buffer and TMA stores: the
+// tensor cores run on while the epilogue's stores and arithmetic are issued. Tiles are visited in groups of 32 row
+// blocks (12 MB of A at K = 1536) so that the A tiles stay in L2 while the group sweeps the columns, and B is read
+// from memory once per group. An odd last row block leaves the second block of its cluster a tile past M: it loads
+// zeros and its stores are clipped.
 //
 // SwiGLU: B's 256 rows are 128 gate rows and the matching 128 up rows (one half per block of the cluster), so each
 // thread holds a gate value and its up value in the same registers (columns j and j + 128 of the tile) and writes
@@ -24,6 +25,7 @@
 #include <cuda_runtime.h>
 
 #include <initializer_list>
+#include <type_traits>
 
 #include "cuda_check.cuh"
 #include "gemm_sm90_cuda.h"
@@ -210,6 +212,7 @@ __global__ void __cluster_dims__(2, 1, 1) __launch_bounds__(kThreads, 1)
     const int mt = (M + kBM - 1) / kBM, nt = (N + cols - 1) / cols, kb = (K + kBK - 1) / kBK;
     const int pairs_m = (mt + 1) / 2, pairs = pairs_m * nt, cluster = blockIdx.x / 2, clusters = gridDim.x / 2;
     if (wg == 0) {  // producer
+        asm volatile("setmaxnreg.dec.sync.aligned.u32 40;");  // its registers go to the consumers
         if (t == 0) {
             int s = 0;
             uint32_t ph = 0;
@@ -230,14 +233,64 @@ __global__ void __cluster_dims__(2, 1, 1) __launch_bounds__(kThreads, 1)
             }
         }
     } else {
+        // 128 accumulators and the previous tile's 64 BF16 pairs live at once (232 registers: 40 producer + 2 x 232
+        // consumer warpgroups fit the 64K register file)
+        asm volatile("setmaxnreg.inc.sync.aligned.u32 232;");
         const int cw = wg - 1, warp = t / 32, lane = t % 32;
         float acc[128];
+        // The previous tile as BF16 pairs, written out while this tile's first K-blocks run on the tensor cores:
+        // register 2j + rr holds columns 8j + 2 (lane % 4) + {0, 1} of row 16 warp + lane / 4 + 8 rr (the pairs of
+        // the m64n256 accumulator layout, where register 4j + r holds row ... + 8 (r / 2), column ... + r % 2).
+        uint32_t out[64];
+        int out_row = -1, out_nb = 0;  // the previous tile's first row of this warpgroup, its column block; -1: none
+        uint8_t *stage = out_stage + cw * kOutBytes;
+        // Output round R of the previous tile: 128 columns through the warpgroup's staging buffer, two 64 x 64 boxes
+        // in the 128-byte swizzle (16-byte chunk c of row r at c ^ (r % 8): the warp's stores hit 32 different
+        // banks), by TMA stores that run on while the warpgroup goes on. Plain: R = 0, 1 are the two column halves.
+        // SwiGLU: R = 0 gate, R = 1 up (both to gu), R = 2 silu(gate) up to h.
+        auto store_round = [&](auto round) {
+            constexpr int R = decltype(round)::value;
+            if (t == 0) bulk_wait<true>();  // the previous round's store has read the buffer
+            wg_barrier(1 + cw);
+#pragma unroll
+            for (int j = 0; j < 16; j++)
+#pragma unroll
+                for (int rr = 0; rr < 2; rr++) {
+                    const int r = warp * 16 + lane / 4 + 8 * rr;
+                    uint32_t v;
+                    if (!SWIGLU || R < 2) {
+                        v = out[2 * (16 * R + j) + rr];
+                    } else {
+                        const uint32_t g = out[2 * j + rr], u = out[32 + 2 * j + rr];
+                        v = kl::pack_bf16x2(kl::swiglu(__uint_as_float(g << 16), __uint_as_float(u << 16)),
+                                            kl::swiglu(__uint_as_float(g & 0xffff0000u),
+                                                       __uint_as_float(u & 0xffff0000u)));
+                    }
+                    const uint32_t off = (j / 8) * kBoxBytes + r * 128 + (((j % 8) ^ (r % 8)) << 4) + 4 * (lane % 4);
+                    asm volatile("st.shared.u32 [%0], %1;" ::"r"(smem_u32(stage) + off), "r"(v) : "memory");
+                }
+            fence_proxy_async();
+            wg_barrier(1 + cw);
+            if (t == 0) {
+                const CUtensorMap *map = SWIGLU && R == 2 ? &th : &td;
+                const int gcol = SWIGLU ? (R == 1 ? N : 0) + out_nb * half : out_nb * kBN + R * half;
+                tma_store(map, stage, gcol, out_row);
+                tma_store(map, stage + kBoxBytes, gcol + 64, out_row);
+                bulk_commit();
+            }
+        };
+        constexpr int kRounds = SWIGLU ? 3 : 2;
+        auto store_rounds_from = [&](int first) {  // rounds first.. of the previous tile, if there is one
+            if (out_row < 0) return;
+            if (first <= 0) store_round(std::integral_constant<int, 0>());
+            if (first <= 1) store_round(std::integral_constant<int, 1>());
+            if (SWIGLU && first <= 2) store_round(std::integral_constant<int, 2>());
+        };
         int s = 0;
         uint32_t ph = 0;
         for (int pair = cluster; pair < pairs; pair += clusters) {
             int mb, nb;
             pair_at(pair, pairs_m, nt, mb, nb);
-            const int m0 = (mb + (int)rank) * kBM;  // past M for the second CTA of an odd last pair: all clipped
             int prev = -1;
             // a stage is free again once this warp is done with it in both CTAs (the peer's B half came too)
             auto release = [&](int stage) {
@@ -256,53 +309,31 @@ __global__ void __cluster_dims__(2, 1, 1) __launch_bounds__(kThreads, 1)
                 for (int kk = 0; kk < kBK / 16; kk++) wgmma_256(acc, da + 2 * kk, db + 2 * kk, k > 0 || kk > 0);
                 wg_commit();
                 fence_acc(acc);
+                // one round of the previous tile's output per K-block, while this one's products run
+                if (out_row >= 0 && k < kRounds) {
+                    if (k == 0) store_round(std::integral_constant<int, 0>());
+                    else if (k == 1) store_round(std::integral_constant<int, 1>());
+                    else if (SWIGLU) store_round(std::integral_constant<int, 2>());
+                }
                 wg_wait<1>();  // the previous stage's products are done: it can be refilled
                 if (prev >= 0) release(prev);
                 prev = s;
                 if (++s == kStages) s = 0, ph ^= 1;
             }
+            store_rounds_from(kb);  // K shorter than the rounds: the rest now, before `out` is overwritten
             wg_wait<0>();
             fence_acc(acc);
             release(prev);
-            // Accumulator layout of m64n256: register 4j + r holds row 16 warp + lane / 4 + 8 (r / 2) and column
-            // 8j + 2 (lane % 4) + r % 2 of the warpgroup's 64 x 256 block. The epilogue goes out 128 columns at a
-            // time through the warpgroup's staging buffer, two 64 x 64 boxes in the 128-byte swizzle (16-byte
-            // chunk c of row r at c ^ (r % 8): the warp's stores hit 32 different banks), by TMA stores that run
-            // on while the warpgroup goes on to its next tile.
-            uint8_t *stage = out_stage + cw * kOutBytes;
-            const int grow = m0 + cw * 64;
-            auto store_128 = [&](const CUtensorMap *map, int gcol, auto value) {
-                if (t == 0) bulk_wait<true>();  // the previous store has read the buffer
-                wg_barrier(1 + cw);
 #pragma unroll
-                for (int j = 0; j < 16; j++)
+            for (int j = 0; j < 32; j++)
 #pragma unroll
-                    for (int rr = 0; rr < 2; rr++) {
-                        const int r = warp * 16 + lane / 4 + 8 * rr;
-                        const uint32_t v = kl::pack_bf16x2(value(j, 2 * rr), value(j, 2 * rr + 1));
-                        const uint32_t off =
-                            (j / 8) * kBoxBytes + r * 128 + (((j % 8) ^ (r % 8)) << 4) + 4 * (lane % 4);
-                        asm volatile("st.shared.u32 [%0], %1;" ::"r"(smem_u32(stage) + off), "r"(v) : "memory");
-                    }
-                fence_proxy_async();
-                wg_barrier(1 + cw);
-                if (t == 0) {
-                    tma_store(map, stage, gcol, grow);
-                    tma_store(map, stage + kBoxBytes, gcol + 64, grow);
-                    bulk_commit();
-                }
-            };
-            if (SWIGLU) {
-                auto gate = [&](int j, int r) { return kl::bf16_round(acc[4 * j + r]); };
-                auto up = [&](int j, int r) { return kl::bf16_round(acc[4 * (j + 16) + r]); };
-                store_128(&td, nb * half, gate);
-                store_128(&td, N + nb * half, up);
-                store_128(&th, nb * half, [&](int j, int r) { return kl::swiglu(gate(j, r), up(j, r)); });
-            } else {
-                store_128(&td, nb * kBN, [&](int j, int r) { return acc[4 * j + r]; });
-                store_128(&td, nb * kBN + half, [&](int j, int r) { return acc[4 * (j + 16) + r]; });
-            }
+                for (int rr = 0; rr < 2; rr++)
+                    out[2 * j + rr] = kl::pack_bf16x2(acc[4 * j + 2 * rr], acc[4 * j + 2 * rr + 1]);
+            // past M for the second CTA of an odd last pair: all its stores are clipped
+            out_row = (mb + (int)rank) * kBM + cw * 64;
+            out_nb = nb;
         }
+        store_rounds_from(0);  // the last tile
         if (t == 0) bulk_wait<false>();  // the last stores are done before the block's shared memory goes
     }
     cluster_sync();  // no CTA leaves while its peer may still arrive on its barriers

@@ -19,6 +19,7 @@ extern "C" {
 #include "config.h"
 #include "device.h"
 #include "device_mem.h"
+#include "gemm_sm90_cuda.h"
 #include "hf_config.h"
 #include "loader.h"
 #include "model.h"
@@ -85,17 +86,13 @@ kl_model *fixture_model(const std::string &c) {
 
 // ---- one forward/backward against the CPU model -------------------------------------------------------------
 
-class ModelCudaParity : public ::testing::TestWithParam<const char *> {};
-
-TEST_P(ModelCudaParity, LogitsLossAndEveryGradientMatchTheCpuModelWithinBf16) {
-    SKIP_WITHOUT_GPU();
-    const std::string c = GetParam();
-    kl_model *cpu = fixture_model(c);
-    ASSERT_NE(cpu, nullptr);
+// One forward and backward of `cpu`'s weights on the GPU (with `opts`) against the CPU model: logits, loss and
+// every gradient within BF16 tolerance. `c` names the case in messages; *fused says whether the GPU model ran the
+// fused SwiGLU forward.
+void expect_gpu_matches_cpu(kl_model *cpu, const std::vector<int32_t> &in, const std::vector<int32_t> &tg, int B,
+                            int T, const kl_model_cuda_opts *opts, const std::string &c, int *fused) {
     const kl_model_shape *s = kl_model_get_shape(cpu);
-    const int B = meta_int(c, "B"), T = meta_int(c, "T"), N = B * T, V = s->V;
-    std::vector<int32_t> in = load_bin<int32_t>(fixture(c, "inputs.bin"));
-    std::vector<int32_t> tg = load_bin<int32_t>(fixture(c, "targets.bin"));
+    const int N = B * T, V = s->V;
     ASSERT_EQ(in.size(), (size_t)N);
     ASSERT_EQ(tg.size(), (size_t)N);
     int64_t valid = 0;
@@ -103,7 +100,8 @@ TEST_P(ModelCudaParity, LogitsLossAndEveryGradientMatchTheCpuModelWithinBf16) {
     const float scale = (float)(1.0 / (double)valid);
 
     kl_model_cuda *gpu = nullptr;
-    ASSERT_EQ(kl_model_cuda_create(&gpu, cpu, nullptr), KL_OK) << kl_last_error();
+    ASSERT_EQ(kl_model_cuda_create(&gpu, cpu, opts), KL_OK) << kl_last_error();
+    *fused = kl_model_cuda_fused_swiglu(gpu);
 
     // master weights make the round trip bit for bit, through the padded device layout
     {
@@ -160,11 +158,56 @@ TEST_P(ModelCudaParity, LogitsLossAndEveryGradientMatchTheCpuModelWithinBf16) {
     }
     printf("[%s] worst gradient rel err %.3e (%s)\n", c.c_str(), worst, worst_name.c_str());
     kl_model_cuda_free(gpu);
+}
+
+class ModelCudaParity : public ::testing::TestWithParam<const char *> {};
+
+TEST_P(ModelCudaParity, LogitsLossAndEveryGradientMatchTheCpuModelWithinBf16) {
+    SKIP_WITHOUT_GPU();
+    const std::string c = GetParam();
+    kl_model *cpu = fixture_model(c);
+    ASSERT_NE(cpu, nullptr);
+    int fused = 0;
+    expect_gpu_matches_cpu(cpu, load_bin<int32_t>(fixture(c, "inputs.bin")),
+                           load_bin<int32_t>(fixture(c, "targets.bin")), meta_int(c, "B"), meta_int(c, "T"), nullptr, c,
+                           &fused);
     kl_model_free(cpu);
 }
 
 INSTANTIATE_TEST_SUITE_P(AllArchitectures, ModelCudaParity,
                          ::testing::Values("llama_gqa", "llama3_tied_scaled", "mistral", "qwen2_bias", "qwen3_headdim"));
+
+// The fixtures' MLPs are too narrow for the fused SwiGLU forward (F a multiple of 128): a Qwen2-like model of random
+// weights with F = 256 runs it (on an sm_90 device), and must meet the CPU as closely as the unfused path does.
+TEST(ModelCuda, FusedSwigluForwardMatchesTheCpuModelWithinBf16) {
+    SKIP_WITHOUT_GPU();
+    if (!kl_gemm_sm90_available()) GTEST_SKIP() << "kiln's sm90 GEMM cannot run here (needs sm_90 and sm_90a code)";
+    kl_model_shape sh = {};
+    sh.arch = KL_ARCH_QWEN2;
+    sh.V = 384, sh.C = 128, sh.F = 256, sh.L = 2, sh.NH = 4, sh.NKV = 2, sh.HS = 32, sh.max_T = 64;
+    sh.qkv_bias = 1, sh.tie_embeddings = 1, sh.rope_theta = 1e6, sh.norm_eps = 1e-6f;
+    kl_model *cpu = nullptr;
+    ASSERT_EQ(kl_model_create(&cpu, &sh), KL_OK) << kl_last_error();
+    const uint64_t seed = kltest::fresh_seed("ModelCuda.FusedSwiglu");
+    kl_model_init_weights(cpu, seed, 0.02f);  // the fixtures' initializer_range
+    float *p = kl_model_params(cpu);
+    for (size_t i = 0; i < kl_model_num_params(cpu); i++) p[i] = kl_bf16_round(p[i]);
+    const int B = 2, T = 48, N = B * T;
+    std::vector<float> u = kltest::random_uniform((size_t)2 * N, 0.f, 1.f, seed + 1);
+    std::vector<int32_t> in(N), tg(N);
+    for (int i = 0; i < N; i++) {
+        in[i] = (int32_t)(u[i] * sh.V) % sh.V;
+        tg[i] = (int32_t)(u[N + i] * sh.V) % sh.V;
+    }
+    for (int off = 0; off < 2; off++) {
+        kl_model_cuda_opts o = {};
+        o.no_fused_swiglu = off;
+        int fused = -1;
+        expect_gpu_matches_cpu(cpu, in, tg, B, T, &o, off ? "qwen2 F=256, unfused" : "qwen2 F=256, fused", &fused);
+        EXPECT_EQ(fused, !off) << "train.fused_swiglu=" << (off ? "false" : "true") << " was not followed";
+    }
+    kl_model_free(cpu);
+}
 
 // ---- the step path's accumulation ------------------------------------------------------------------------------
 

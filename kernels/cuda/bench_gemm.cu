@@ -133,8 +133,8 @@ kl_status bench_linear(Report &rep, kl_gemm_ctx *ctx, Timer &t, const Linear &L,
 }
 
 // The MLP's gate+up product three ways: kiln's own Hopper GEMM (gemm_sm90_cuda.h) alone and with the SwiGLU
-// forward in its epilogue, against what training runs (cuBLASLt's timed choice, then the SwiGLU kernel). The
-// fused row counts the product's FLOP only.
+// forward in its epilogue (what training runs by default), against the unfused path (train.fused_swiglu=false:
+// cuBLASLt's timed choice, then the SwiGLU kernel). The fused rows count the product's FLOP only.
 kl_status bench_sm90_mlp(Report &rep, kl_gemm_ctx *timed, Timer &t, int N, int C, int F) {
     Dev<kl_bf16> inp, w, gu, h;
     KL_TRY(inp.alloc((size_t)N * C));

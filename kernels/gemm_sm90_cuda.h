@@ -21,6 +21,10 @@ bool kl_gemm_sm90_available(void);
 kl_status kl_gemm_sm90_cuda(kl_bf16 *out, const kl_bf16 *inp, const kl_bf16 *w, int M, int N, int K,
                             struct CUstream_st *stream);
 
+/* Whether kl_gemm_sm90_swiglu_cuda takes this shape (F a multiple of 128, K of 8, both >= 1); the device is
+ * kl_gemm_sm90_available()'s question. */
+bool kl_gemm_sm90_swiglu_fits(int F, int K);
+
 /* The MLP's gate+up product with the SwiGLU forward in its epilogue: gu(M,2F) = inp(M,K) w(2F,K)^T, w holding the
  * F gate rows then the F up rows, and h(M,F) = silu(gate) up computed from gu as stored (BF16): the same bits as
  * kl_swiglu_forward_cuda on this gu. M, K >= 1; F a multiple of 128; K a multiple of 8. */

@@ -263,7 +263,7 @@ kl_status kl_model_cuda_create(kl_model_cuda **out, kl_model *cpu, const kl_mode
         goto fail;
     if ((st = kl_gemm_ctx_create(&m->gemm, m->gemm_ws, KL_GEMM_WORKSPACE_BYTES)) != KL_OK) goto fail;
     if ((st = kl_attention_ctx_create(&m->attn, (kl_attn_backend)m->o.attention_backend)) != KL_OK) goto fail;
-    m->fused_swiglu = !m->o.no_fused_swiglu && s->F % 128 == 0 && s->C % 8 == 0 && kl_gemm_sm90_available();
+    m->fused_swiglu = !m->o.no_fused_swiglu && kl_gemm_sm90_swiglu_fits(s->F, s->C) && kl_gemm_sm90_available();
 
     void *p;
     if (!m->o.bf16_master) {

@@ -10,8 +10,8 @@
 // are the consumers: each multiplies 64 rows of the 128 x 256 output tile by wgmma (m64n256k16, four per stage),
 // keeps one stage's products in flight while it waits for the next. At a tile's end it keeps its 64 x 256 FP32
 // accumulators as BF16 pairs (registers given up by the producer) and writes them out during the next tile's
-// first K-blocks, one 128-column round per K-block, through a shared-memory staging buffer and TMA stores: the
-// tensor cores run on while the epilogue's stores and arithmetic are issued. Tiles are visited in groups of 32 row
+// first K-blocks, one slot per K-block (128 columns; SwiGLU's h in four slots of 32), through a shared-memory
+// staging buffer and TMA stores: the tensor cores run on while the epilogue's stores and arithmetic are issued. Tiles are visited in groups of 32 row
 // blocks (12 MB of A at K = 1536) so that the A tiles stay in L2 while the group sweeps the columns, and B is read
 // from memory once per group. An odd last row block leaves the second block of its cluster a tile past M: it loads
 // zeros and its stores are clipped.
@@ -244,22 +244,28 @@ __global__ void __cluster_dims__(2, 1, 1) __launch_bounds__(kThreads, 1)
         uint32_t out[64];
         int out_row = -1, out_nb = 0;  // the previous tile's first row of this warpgroup, its column block; -1: none
         uint8_t *stage = out_stage + cw * kOutBytes;
-        // Output round R of the previous tile: 128 columns through the warpgroup's staging buffer, two 64 x 64 boxes
-        // in the 128-byte swizzle (16-byte chunk c of row r at c ^ (r % 8): the warp's stores hit 32 different
-        // banks), by TMA stores that run on while the warpgroup goes on. Plain: R = 0, 1 are the two column halves.
-        // SwiGLU: R = 0 gate, R = 1 up (both to gu), R = 2 silu(gate) up to h.
-        auto store_round = [&](auto round) {
-            constexpr int R = decltype(round)::value;
-            if (t == 0) bulk_wait<true>();  // the previous round's store has read the buffer
-            wg_barrier(1 + cw);
+        // Output slot S of the previous tile, through the warpgroup's staging buffer: two 64 x 64 boxes in the
+        // 128-byte swizzle (16-byte chunk c of row r at c ^ (r % 8): the warp's stores hit 32 different banks),
+        // written by TMA stores that run on while the warpgroup goes on. Plain: S = 0, 1 are the two 128-column
+        // halves. SwiGLU: S = 0 gate, S = 1 up (both to gu), S = 2..5 the four 32-column quarters of silu(gate) up,
+        // stored to h after the last: the quarters spread the exponentials and reciprocals (128 SFU operations per
+        // thread) over four K-blocks instead of one.
+        auto store_slot = [&](auto slot) {
+            constexpr int S = decltype(slot)::value;
+            constexpr bool kH = SWIGLU && S >= 2;
+            constexpr int q = kH ? S - 2 : 0, j0 = kH ? 4 * q : 0, nj = kH ? 4 : 16;
+            if (!kH || q == 0) {
+                if (t == 0) bulk_wait<true>();  // the previous slot's store has read the buffer
+                wg_barrier(1 + cw);
+            }
 #pragma unroll
-            for (int j = 0; j < 16; j++)
+            for (int j = j0; j < j0 + nj; j++)
 #pragma unroll
                 for (int rr = 0; rr < 2; rr++) {
                     const int r = warp * 16 + lane / 4 + 8 * rr;
                     uint32_t v;
-                    if (!SWIGLU || R < 2) {
-                        v = out[2 * (16 * R + j) + rr];
+                    if (!kH) {
+                        v = out[2 * (16 * S + j) + rr];
                     } else {
                         const uint32_t g = out[2 * j + rr], u = out[32 + 2 * j + rr];
                         v = kl::pack_bf16x2(kl::swiglu(__uint_as_float(g << 16), __uint_as_float(u << 16)),
@@ -269,22 +275,48 @@ __global__ void __cluster_dims__(2, 1, 1) __launch_bounds__(kThreads, 1)
                     const uint32_t off = (j / 8) * kBoxBytes + r * 128 + (((j % 8) ^ (r % 8)) << 4) + 4 * (lane % 4);
                     asm volatile("st.shared.u32 [%0], %1;" ::"r"(smem_u32(stage) + off), "r"(v) : "memory");
                 }
-            fence_proxy_async();
-            wg_barrier(1 + cw);
-            if (t == 0) {
-                const CUtensorMap *map = SWIGLU && R == 2 ? &th : &td;
-                const int gcol = SWIGLU ? (R == 1 ? N : 0) + out_nb * half : out_nb * kBN + R * half;
-                tma_store(map, stage, gcol, out_row);
-                tma_store(map, stage + kBoxBytes, gcol + 64, out_row);
-                bulk_commit();
+            if (!kH || q == 3) {
+                fence_proxy_async();
+                wg_barrier(1 + cw);
+                if (t == 0) {
+                    const CUtensorMap *map = kH ? &th : &td;
+                    const int gcol = SWIGLU ? (S == 1 ? N : 0) + out_nb * half : out_nb * kBN + S * half;
+                    tma_store(map, stage, gcol, out_row);
+                    tma_store(map, stage + kBoxBytes, gcol + 64, out_row);
+                    bulk_commit();
+                }
             }
         };
-        constexpr int kRounds = SWIGLU ? 3 : 2;
-        auto store_rounds_from = [&](int first) {  // rounds first.. of the previous tile, if there is one
+        using I0 = std::integral_constant<int, 0>;
+        using I1 = std::integral_constant<int, 1>;
+        constexpr int kSlots = SWIGLU ? 6 : 2;
+        // Slot k, in the K-loop. The tails below spell their slots out as a sequence: a loop over this switch
+        // there made ptxas spill 652 bytes.
+        auto store_slot_at = [&](int k) {
+            if constexpr (SWIGLU) {
+                switch (k) {
+                case 0: store_slot(I0()); break;
+                case 1: store_slot(I1()); break;
+                case 2: store_slot(std::integral_constant<int, 2>()); break;
+                case 3: store_slot(std::integral_constant<int, 3>()); break;
+                case 4: store_slot(std::integral_constant<int, 4>()); break;
+                default: store_slot(std::integral_constant<int, 5>()); break;
+                }
+            } else {
+                if (k == 0) store_slot(I0());
+                else store_slot(I1());
+            }
+        };
+        auto store_slots_from = [&](int first) {  // slots first.. of the previous tile, if there is one
             if (out_row < 0) return;
-            if (first <= 0) store_round(std::integral_constant<int, 0>());
-            if (first <= 1) store_round(std::integral_constant<int, 1>());
-            if (SWIGLU && first <= 2) store_round(std::integral_constant<int, 2>());
+            if (first <= 0) store_slot(I0());
+            if (first <= 1) store_slot(I1());
+            if constexpr (SWIGLU) {
+                if (first <= 2) store_slot(std::integral_constant<int, 2>());
+                if (first <= 3) store_slot(std::integral_constant<int, 3>());
+                if (first <= 4) store_slot(std::integral_constant<int, 4>());
+                if (first <= 5) store_slot(std::integral_constant<int, 5>());
+            }
         };
         int s = 0;
         uint32_t ph = 0;
@@ -309,18 +341,14 @@ __global__ void __cluster_dims__(2, 1, 1) __launch_bounds__(kThreads, 1)
                 for (int kk = 0; kk < kBK / 16; kk++) wgmma_256(acc, da + 2 * kk, db + 2 * kk, k > 0 || kk > 0);
                 wg_commit();
                 fence_acc(acc);
-                // one round of the previous tile's output per K-block, while this one's products run
-                if (out_row >= 0 && k < kRounds) {
-                    if (k == 0) store_round(std::integral_constant<int, 0>());
-                    else if (k == 1) store_round(std::integral_constant<int, 1>());
-                    else if (SWIGLU) store_round(std::integral_constant<int, 2>());
-                }
+                // one slot of the previous tile's output per K-block, while this one's products run
+                if (out_row >= 0 && k < kSlots) store_slot_at(k);
                 wg_wait<1>();  // the previous stage's products are done: it can be refilled
                 if (prev >= 0) release(prev);
                 prev = s;
                 if (++s == kStages) s = 0, ph ^= 1;
             }
-            store_rounds_from(kb);  // K shorter than the rounds: the rest now, before `out` is overwritten
+            store_slots_from(kb);  // K shorter than the slots: the rest now, before `out` is overwritten
             wg_wait<0>();
             fence_acc(acc);
             release(prev);
@@ -333,7 +361,7 @@ __global__ void __cluster_dims__(2, 1, 1) __launch_bounds__(kThreads, 1)
             out_row = (mb + (int)rank) * kBM + cw * 64;
             out_nb = nb;
         }
-        store_rounds_from(0);  // the last tile
+        store_slots_from(0);  // the last tile
         if (t == 0) bulk_wait<false>();  // the last stores are done before the block's shared memory goes
     }
     cluster_sync();  // no CTA leaves while its peer may still arrive on its barriers
@@ -444,9 +472,11 @@ extern "C" kl_status kl_gemm_sm90_cuda(kl_bf16 *out, const kl_bf16 *inp, const k
     return launch<false>(reinterpret_cast<uint16_t *>(out), nullptr, inp, w, M, N, K, stream);
 }
 
+extern "C" bool kl_gemm_sm90_swiglu_fits(int F, int K) { return F >= 1 && K >= 1 && F % 128 == 0 && K % 8 == 0; }
+
 extern "C" kl_status kl_gemm_sm90_swiglu_cuda(kl_bf16 *gu, kl_bf16 *h, const kl_bf16 *inp, const kl_bf16 *w, int M,
                                               int F, int K, cudaStream_t stream) {
-    if (M < 1 || F < 1 || K < 1 || F % 128 || K % 8)
+    if (M < 1 || !kl_gemm_sm90_swiglu_fits(F, K))
         return kl_error(KL_ERR_UNSUPPORTED,
                         "sm90 gemm + swiglu: expected M, F, K >= 1, F a multiple of 128, K of 8 (got %d, %d, %d)", M,
                         F, K);

@@ -68,8 +68,11 @@ std::vector<float> random_bf16(size_t n, float stddev, uint64_t seed) {
 TEST(GemmSm90, MatchesCpuReference) {
     SKIP_UNLESS_SM90();
     uint64_t seed = kltest::fresh_seed("GemmSm90.MatchesCpuReference");
-    // partial row, column and K tiles; K < one stage; one 128 x 256 tile exactly; several tiles per block
-    const Shape shapes[] = {{200, 392, 136}, {1000, 264, 72}, {5, 8, 8}, {128, 256, 64}, {777, 1040, 200}};
+    // partial row, column and K tiles; K < one stage; one 128 x 256 tile exactly; seven row blocks (the last
+    // cluster's second block past M); more tiles than an H200's 66 clusters (9 row pairs x 8 column blocks), each
+    // then written out during the next one's K-blocks
+    const Shape shapes[] = {{200, 392, 136}, {1000, 264, 72}, {5, 8, 8}, {128, 256, 64}, {777, 1040, 200},
+                            {2100, 2048, 136}};
     for (const Shape &s : shapes) {
         SCOPED_TRACE(std::to_string(s.M) + " x " + std::to_string(s.N) + " x " + std::to_string(s.K));
         const auto a = random_bf16((size_t)s.M * s.K, 1.0f, seed++), b = random_bf16((size_t)s.N * s.K, 0.1f, seed++);
@@ -85,7 +88,10 @@ TEST(GemmSm90, MatchesCpuReference) {
 TEST(GemmSm90, SwigluEpilogueMatchesTheSeparateKernel) {
     SKIP_UNLESS_SM90();
     uint64_t seed = kltest::fresh_seed("GemmSm90.SwigluEpilogueMatchesTheSeparateKernel");
-    const Shape shapes[] = {{37, 128, 64}, {300, 256, 200}, {129, 384, 8}};  // {M, F, K}
+    // {M, F, K}: one tile per cluster, its output written after the loop (K from 1 to 4 K-blocks of 64); then more
+    // tiles than an H200's 66 clusters (9 row pairs x 8 column blocks), so that each tile's output goes out during
+    // the next one's K-blocks, all six slots of it (K = 392: 7 K-blocks) or five and the last after them (K = 264)
+    const Shape shapes[] = {{37, 128, 64}, {300, 256, 200}, {129, 384, 8}, {2100, 1024, 392}, {2100, 1024, 264}};
     for (const Shape &s : shapes) {
         const int M = s.M, F = s.N, K = s.K;
         SCOPED_TRACE(std::to_string(M) + " x F=" + std::to_string(F) + " x " + std::to_string(K));

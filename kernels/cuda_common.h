@@ -68,6 +68,9 @@ KL_BF16_FN kl_bf16 kl_f32_to_bf16_stochastic(float f, uint32_t bits) {
 kl_status kl_f32_to_bf16_cuda(kl_bf16 *out, const float *in, size_t n, struct CUstream_st *stream);
 kl_status kl_bf16_to_f32_cuda(float *out, const kl_bf16 *in, size_t n, struct CUstream_st *stream);
 
+/* out(cols, rows) = in(rows, cols)^T, BF16, exact; rows, cols >= 0 (rows < 2^21). out must not alias in. */
+kl_status kl_transpose_bf16_cuda(kl_bf16 *out, const kl_bf16 *in, int rows, int cols, struct CUstream_st *stream);
+
 #ifdef __cplusplus
 }
 #endif

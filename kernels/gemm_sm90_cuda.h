@@ -2,7 +2,8 @@
  * element-wise work into the MLP products, which cuBLASLt's epilogues cannot express (docs/fused_swiglu_gemm.md).
  * The plain product is one more candidate of the GEMM tuning pass (matmul_cuda.h), for the forward products it can
  * compute; the fused variant runs the model's gate+up product with the SwiGLU forward (train.fused_swiglu, on by
- * default: +0.9% at the 0.5B shape, +0.7% at 1.5B; docs/benchmarks.md, "Own Hopper GEMM").
+ * default: +0.9% at the 0.5B shape, +0.7% at 1.5B; docs/benchmarks.md, "Own Hopper GEMM"), and the down projection's
+ * dinp product with the SwiGLU backward.
  * BF16 in and out, FP32 accumulation, row-major, densely packed, 16-byte aligned pointers. Asynchronous on
  * `stream`. Needs an sm_90 device and a build with sm_90a code (KILN_CUDA_ARCHS containing 90a). */
 #ifndef KL_GEMM_SM90_CUDA_H
@@ -30,6 +31,13 @@ bool kl_gemm_sm90_swiglu_fits(int F, int K);
  * kl_swiglu_forward_cuda on this gu. M, K >= 1; F a multiple of 128; K a multiple of 8. */
 kl_status kl_gemm_sm90_swiglu_cuda(kl_bf16 *gu, kl_bf16 *h, const kl_bf16 *inp, const kl_bf16 *w, int M, int F,
                                    int K, struct CUstream_st *stream);
+
+/* The MLP's SwiGLU backward in the down projection's dinp product: dh(M,F) = dout(M,K) w_t(F,K)^T, where w_t is
+ * the down weight transposed (kl_transpose_bf16_cuda), rounded to BF16 but never written, and dgu(M,2F) = the
+ * gradient of gu(M,2F) (gate columns, then up) from dh: the same bits as kl_gemm_sm90_cuda's dh followed by
+ * kl_swiglu_backward_cuda. Shapes as kl_gemm_sm90_swiglu_fits says; dgu must not alias gu. */
+kl_status kl_gemm_sm90_swiglu_backward_cuda(kl_bf16 *dgu, const kl_bf16 *gu, const kl_bf16 *dout, const kl_bf16 *w_t,
+                                            int M, int F, int K, struct CUstream_st *stream);
 
 #ifdef __cplusplus
 }

@@ -346,6 +346,8 @@ static void *take(bump *b, size_t bytes) {
     return b->base ? b->base + o : NULL;
 }
 
+static size_t max_sz(size_t a, size_t b) { return a > b ? a : b; }
+
 /* Lays the activations of (B, T) out in one allocation (or measures them when base is NULL). */
 static size_t layout_acts(kl_model_cuda *m, char *base, int B, int T) {
     const kl_model_shape *s = &m->s;
@@ -375,15 +377,14 @@ static size_t layout_acts(kl_model_cuda *m, char *base, int B, int T) {
     float *rstdf = take(&b, N * f);
     kl_bf16 *proj = take(&b, N * C * h), *dres = take(&b, N * C * h), *dln = take(&b, N * C * h);
     kl_bf16 *dqkv = take(&b, N * Q * h), *datt = take(&b, N * A * h);
-    kl_bf16 *dgu = take(&b, N * 2 * F * h), *dsw = take(&b, N * F * h);
+    /* dsw also holds wdown transposed for the fused SwiGLU backward, which needs no dsw */
+    kl_bf16 *dgu = take(&b, N * 2 * F * h), *dsw = take(&b, max_sz(N, C) * F * h);
     if (base) {
         m->res_final = res_final, m->lnf = lnf, m->rstdf = rstdf, m->proj = proj;
         m->dres = dres, m->dln = dln, m->dqkv = dqkv, m->datt = datt, m->dgu = dgu, m->dsw = dsw;
     }
     return b.off;
 }
-
-static size_t max_sz(size_t a, size_t b) { return a > b ? a : b; }
 
 static kl_status ensure_acts(kl_model_cuda *m, int B, int T) {
     if (m->B == B && m->T == T && m->act_mem) return KL_OK;
@@ -654,8 +655,14 @@ static kl_status block_backward(kl_model_cuda *m, int l) {
     layer_acts *a = &m->acts[l];
     struct CUstream_st *st = m->stream;
     /* MLP: in dres = d(block output); dres accumulates d(res2) through the norm's backward (dx +=) */
-    KL_TRY(kl_matmul_backward_cuda(m->gemm, m->dsw, g->wdown, NULL, m->dres, a->sw, w->wdown, N, F, C, st));
-    KL_TRY(kl_swiglu_backward_cuda(m->dgu, m->dsw, a->gu, N, F, st));
+    if (m->fused_swiglu && !getenv("KILN_NO_FUSED_SWIGLU_BWD")) { /* d(sw) stays in the GEMM: its dinp product writes dgu */
+        KL_TRY(kl_transpose_bf16_cuda(m->dsw, w->wdown, C, F, st));
+        KL_TRY(kl_gemm_sm90_swiglu_backward_cuda(m->dgu, a->gu, m->dres, m->dsw, N, F, C, st));
+        KL_TRY(kl_matmul_backward_cuda(m->gemm, NULL, g->wdown, NULL, m->dres, a->sw, w->wdown, N, F, C, st));
+    } else {
+        KL_TRY(kl_matmul_backward_cuda(m->gemm, m->dsw, g->wdown, NULL, m->dres, a->sw, w->wdown, N, F, C, st));
+        KL_TRY(kl_swiglu_backward_cuda(m->dgu, m->dsw, a->gu, N, F, st));
+    }
     KL_TRY(kl_matmul_backward_cuda(m->gemm, m->dln, g->wgu, NULL, m->dgu, a->ln2, w->wgu, N, C, 2 * F, st));
     KL_TRY(kl_rmsnorm_backward_cuda(m->dres, g->mlp_norm, m->dln, a->res2, w->mlp_norm, a->rstd2, N, C, m->scratch,
                                     st));

@@ -25,6 +25,7 @@
 namespace {
 
 constexpr double kBoundTflops = 790.0;  // H200 BF16 dense matmul, measured on this workplace's machines
+constexpr double kBoundTbs = 4.3;       // H200 copy bandwidth, about what `kiln bench kernels` measures
 
 // Uniform(-1, 1) BF16 from Philox, so every run times the same data.
 __global__ void fill_uniform_bf16(uint16_t *p, size_t n, uint32_t key) {
@@ -76,6 +77,18 @@ struct Report {
                  "{\"bench\":\"gemm\",\"kernel\":\"%s\",\"shape\":\"%s\",\"ms\":%.5f,\"tflops\":%.2f,"
                  "\"bound_tflops\":%.0f,\"fraction\":%.4f}",
                  kernel, shape, ms, tf, kBoundTflops, tf / kBoundTflops);
+        json.push_back(buf);
+    }
+    // A memory-bound row: `bytes` read and written, against the copy bound.
+    void row_bytes(const char *kernel, const char *shape, double bytes, double ms) {
+        const double tbs = bytes / (ms * 1e-3) / 1e12;
+        fprintf(out, "  %-26s %-40s %9.3f ms %8.2f TB/s     %5.1f%% of %.1f\n", kernel, shape, ms, tbs,
+                100.0 * tbs / kBoundTbs, kBoundTbs);
+        char buf[512];
+        snprintf(buf, sizeof buf,
+                 "{\"bench\":\"gemm\",\"kernel\":\"%s\",\"shape\":\"%s\",\"ms\":%.5f,\"tb_per_s\":%.3f,"
+                 "\"bound_tb_per_s\":%.1f,\"fraction\":%.4f}",
+                 kernel, shape, ms, tbs, kBoundTbs, tbs / kBoundTbs);
         json.push_back(buf);
     }
 };
@@ -156,6 +169,34 @@ kl_status bench_sm90_mlp(Report &rep, kl_gemm_ctx *timed, Timer &t, int N, int C
         return kl_swiglu_forward_cuda(h.p, gu.p, N, F, nullptr);
     }, 3, 20, &ms));
     rep.row("gate+up + swiglu [timed]", shape, flop, ms);
+
+    // The backward: the down projection's dinp product dh(N,F) = dres(N,C) wdown(C,F), then dgu from dh and gu.
+    // The fused row includes transposing wdown, as training does before each call.
+    Dev<kl_bf16> wd, wt, dres, dh, dgu;
+    KL_TRY(wd.alloc((size_t)C * F));
+    KL_TRY(wt.alloc((size_t)F * C));
+    KL_TRY(dres.alloc((size_t)N * C));
+    KL_TRY(dh.alloc((size_t)N * F));
+    KL_TRY(dgu.alloc((size_t)N * 2 * F));
+    KL_TRY(fill(wd.p, (size_t)C * F, 7));
+    KL_TRY(fill(dres.p, (size_t)N * C, 8));
+    KL_TRY(fill(gu.p, (size_t)N * 2 * F, 9));
+    const double bflop = 2.0 * N * C * F;
+    snprintf(shape, sizeof shape, "N=%d IC=%d OC=%d", N, F, C);
+    KL_TRY(time_ms(t, [&] { return kl_transpose_bf16_cuda(wt.p, wd.p, C, F, nullptr); }, 3, 20, &ms));
+    rep.row_bytes("mlp down transpose w", shape, 4.0 * C * F, ms);
+    KL_TRY(time_ms(t, [&] { return kl_gemm_sm90_cuda(dh.p, dres.p, wt.p, N, F, C, nullptr); }, 3, 20, &ms));
+    rep.row("mlp down dinp [own sm90]", shape, bflop, ms);
+    KL_TRY(time_ms(t, [&] {
+        KL_TRY(kl_transpose_bf16_cuda(wt.p, wd.p, C, F, nullptr));
+        return kl_gemm_sm90_swiglu_backward_cuda(dgu.p, gu.p, dres.p, wt.p, N, F, C, nullptr);
+    }, 3, 20, &ms));
+    rep.row("down dinp + swiglu bwd [own fused]", shape, bflop, ms);
+    KL_TRY(time_ms(t, [&] {
+        KL_TRY(kl_matmul_backward_cuda(timed, dh.p, nullptr, nullptr, dres.p, nullptr, wd.p, N, F, C, nullptr));
+        return kl_swiglu_backward_cuda(dgu.p, dh.p, gu.p, N, F, nullptr);
+    }, 3, 20, &ms));
+    rep.row("down dinp + swiglu bwd [timed]", shape, bflop, ms);
     return KL_OK;
 }
 

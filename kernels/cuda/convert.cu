@@ -1,5 +1,6 @@
-// convert.cu — FP32 <-> BF16 conversion kernels (round-to-nearest-even), declared in kernels/cuda_common.h.
-// Element-wise and memory-bound: 16-byte vectors when both pointers allow it, single elements otherwise.
+// convert.cu — FP32 <-> BF16 conversion kernels (round-to-nearest-even) and the BF16 transpose, declared in
+// kernels/cuda_common.h. Memory-bound: the conversions use 16-byte vectors when both pointers allow it, single
+// elements otherwise; the transpose goes through shared memory in 32 x 32 tiles.
 #include "cuda_check.cuh"
 #include "cuda_common.h"
 
@@ -47,6 +48,18 @@ __global__ void bf16_to_f32_scalar(float *__restrict__ out, const uint16_t *__re
         out[i] = kl::bf16_to_f32(in[i]);
 }
 
+// One 32 x 32 tile per block of 32 x 8 threads: rows of `in` are read and rows of `out` written by whole warps.
+// A tile row is 17 words, so the column reads touch 32 different banks.
+__global__ void transpose_bf16(uint16_t *__restrict__ out, const uint16_t *__restrict__ in, int rows, int cols) {
+    __shared__ uint16_t tile[32][34];
+    const int c0 = blockIdx.x * 32, r0 = blockIdx.y * 32, x = threadIdx.x;
+    for (int i = threadIdx.y; i < 32; i += 8)
+        if (r0 + i < rows && c0 + x < cols) tile[i][x] = in[(size_t)(r0 + i) * cols + c0 + x];
+    __syncthreads();
+    for (int i = threadIdx.y; i < 32; i += 8)
+        if (c0 + i < cols && r0 + x < rows) out[(size_t)(c0 + i) * rows + r0 + x] = tile[x][i];
+}
+
 }  // namespace
 
 extern "C" kl_status kl_f32_to_bf16_cuda(kl_bf16 *out, const float *in, size_t n, cudaStream_t stream) {
@@ -78,5 +91,15 @@ extern "C" kl_status kl_bf16_to_f32_cuda(float *out, const kl_bf16 *in, size_t n
         bf16_to_f32_scalar<<<grid_for(n - done), kThreads, 0, stream>>>(out + done, in + done, n - done);
         KL_CUDA_CHECK_LAUNCH();
     }
+    return KL_OK;
+}
+
+extern "C" kl_status kl_transpose_bf16_cuda(kl_bf16 *out, const kl_bf16 *in, int rows, int cols, cudaStream_t stream) {
+    if (rows < 0 || cols < 0 || (rows + 31) / 32 > 65535)
+        return kl_error(KL_ERR_INVALID, "transpose: expected 0 <= rows < 2^21 and cols >= 0 (got %d, %d)", rows, cols);
+    if (rows == 0 || cols == 0) return KL_OK;
+    transpose_bf16<<<dim3((cols + 31) / 32, (rows + 31) / 32), dim3(32, 8), 0, stream>>>(
+        reinterpret_cast<uint16_t *>(out), reinterpret_cast<const uint16_t *>(in), rows, cols);
+    KL_CUDA_CHECK_LAUNCH();
     return KL_OK;
 }

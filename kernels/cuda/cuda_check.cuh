@@ -122,6 +122,14 @@ __device__ __forceinline__ float sigmoid_fast(float g) {
 // two give the same bits.
 __device__ __forceinline__ float swiglu(float g, float u) { return g * sigmoid_fast(g) * u; }
 
+// Its backward: dg = d u silu'(g), du = d silu(g), again one definition for swiglu.cu and the fused GEMM epilogue.
+__device__ __forceinline__ void swiglu_backward(float d, float g, float u, float &dg, float &du) {
+    const float sig = sigmoid_fast(g);
+    const float dsilu = sig * (1.0f + g * (1.0f - sig));  // d/dg [g sigmoid(g)]
+    dg = d * u * dsilu;
+    du = d * g * sig;
+}
+
 // True when p is 16-byte aligned (the vector path's requirement).
 static inline bool aligned16(const void *p) { return ((uintptr_t)p & 15u) == 0; }
 

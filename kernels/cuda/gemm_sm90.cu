@@ -40,7 +40,8 @@ constexpr int kBM = 128, kBN = 256, kBK = 64, kStages = 4, kThreads = 384;
 constexpr int kABytes = kBM * kBK * 2, kBBytes = kBN * kBK * 2, kStageBytes = kABytes + kBBytes;
 constexpr int kBoxBytes = 64 * 64 * 2;    // one 64 x 64 box of the output, as a TMA store writes it
 constexpr int kOutBytes = 2 * kBoxBytes;  // a consumer's staging buffer: 64 rows x 128 columns
-constexpr int kSmemBytes = kStages * kStageBytes + 2 * kOutBytes + 1024 + 2 * kStages * 8;  // + alignment, barriers
+constexpr int kHalfBytes = kOutBytes / 2;  // the SwiGLU backward's gate and up boxes of one slot
+constexpr int kSmemBytes = kStages * kStageBytes + 2 * kOutBytes + 1024 + (2 * kStages + 4) * 8;  // + align, barriers
 
 #ifdef KL_SM90A_DEVICE
 constexpr int kGroupM = 32;  // row blocks per group of the tile order
@@ -114,13 +115,14 @@ __device__ __forceinline__ void tma_store(const CUtensorMap *map, const void *sr
                  : "memory");
 }
 __device__ __forceinline__ void bulk_commit() { asm volatile("cp.async.bulk.commit_group;" ::: "memory"); }
-// Waits until the thread's bulk stores have read their shared memory (READ) or completed.
-template <bool READ>
+// Waits until the thread's bulk stores, all but the latest PENDING groups, have read their shared memory (READ) or
+// completed.
+template <bool READ, int PENDING = 0>
 __device__ __forceinline__ void bulk_wait() {
     if (READ)
-        asm volatile("cp.async.bulk.wait_group.read 0;" ::: "memory");
+        asm volatile("cp.async.bulk.wait_group.read %0;" ::"n"(PENDING) : "memory");
     else
-        asm volatile("cp.async.bulk.wait_group 0;" ::: "memory");
+        asm volatile("cp.async.bulk.wait_group %0;" ::"n"(PENDING) : "memory");
 }
 // Makes this thread's shared-memory writes visible to the TMA unit (the async proxy).
 __device__ __forceinline__ void fence_proxy_async() { asm volatile("fence.proxy.async.shared::cta;" ::: "memory"); }
@@ -187,17 +189,26 @@ __device__ __forceinline__ void pair_at(int pair, int pairs_m, int nt, int &mb, 
 
 #endif  // KL_SM90A_DEVICE
 
-// SWIGLU = false: td maps D(M, N) = A B^T, written in column blocks of 256. SWIGLU = true: N = F, column block nb
-// multiplies B rows [128 nb, 128 nb + 128) (gate) and [F + 128 nb, ...) (up); td maps gu(M, 2F), th maps h(M, F).
-template <bool SWIGLU>
+// The epilogues. kPlain: maps[0] is D(M, N) = A B^T, written in column blocks of 256. kSwigluForward: N = F, column
+// block nb multiplies B rows [128 nb, 128 nb + 128) (gate) and [F + 128 nb, ...) (up); maps[0] is gu(M, 2F) and
+// maps[1] h(M, F). kSwigluBackward: D = dh(M, F) in column blocks of 256 as kPlain, never written; maps[0] and [1]
+// read the gate and up columns of gu, maps[2] and [3] write the gate and up columns of dgu.
+enum Epilogue { kPlain, kSwigluForward, kSwigluBackward };
+struct OutMaps {
+    CUtensorMap m[4];
+};
+
+template <int EPI>
 __global__ void __cluster_dims__(2, 1, 1) __launch_bounds__(kThreads, 1)
     gemm_sm90(const __grid_constant__ CUtensorMap ta, const __grid_constant__ CUtensorMap tb,
-              const __grid_constant__ CUtensorMap td, const __grid_constant__ CUtensorMap th, int M, int N, int K) {
+              const __grid_constant__ OutMaps maps, int M, int N, int K) {
 #ifdef KL_SM90A_DEVICE
+    constexpr bool FWD = EPI == kSwigluForward, BWD = EPI == kSwigluBackward;
     extern __shared__ uint8_t smem_raw[];
     uint8_t *smem = reinterpret_cast<uint8_t *>((reinterpret_cast<uintptr_t>(smem_raw) + 1023) & ~uintptr_t(1023));
     uint8_t *out_stage = smem + kStages * kStageBytes;  // kOutBytes per consumer warpgroup
     uint64_t *full = reinterpret_cast<uint64_t *>(out_stage + 2 * kOutBytes), *empty = full + kStages;
+    uint64_t *gate_up = empty + kStages;  // kSwigluBackward: per consumer, one per half of its staging buffer
     const int wg = threadIdx.x / 128, t = threadIdx.x % 128;
     const uint32_t rank = cluster_rank();
     if (threadIdx.x == 0) {
@@ -205,10 +216,11 @@ __global__ void __cluster_dims__(2, 1, 1) __launch_bounds__(kThreads, 1)
             mbar_init(&full[s], 1);
             mbar_init(&empty[s], 16);  // lane 0 of each consumer warp of both CTAs (a stage holds both B halves)
         }
+        for (int i = 0; i < 4; i++) mbar_init(&gate_up[i], 1);
         asm volatile("fence.mbarrier_init.release.cluster;" ::: "memory");
     }
     cluster_sync();  // the peer's barriers exist before any multicast or arrival reaches them
-    const int half = kBN / 2, cols = SWIGLU ? half : kBN;  // output columns per tile (of h, or of D)
+    const int half = kBN / 2, cols = FWD ? half : kBN;  // output columns per tile (of h, or of D)
     const int mt = (M + kBM - 1) / kBM, nt = (N + cols - 1) / cols, kb = (K + kBK - 1) / kBK;
     const int pairs_m = (mt + 1) / 2, pairs = pairs_m * nt, cluster = blockIdx.x / 2, clusters = gridDim.x / 2;
     if (wg == 0) {  // producer
@@ -219,9 +231,9 @@ __global__ void __cluster_dims__(2, 1, 1) __launch_bounds__(kThreads, 1)
             for (int pair = cluster; pair < pairs; pair += clusters) {
                 int mb, nb;
                 pair_at(pair, pairs_m, nt, mb, nb);
-                // this CTA's B half, multicast to both: plain, rows [256 nb + 128 rank, +128); SwiGLU, the gate
-                // (rank 0) or up (rank 1) rows of column block nb
-                const int brow = SWIGLU ? (rank ? N : 0) + nb * half : nb * kBN + (int)rank * half;
+                // this CTA's B half, multicast to both: rows [256 nb + 128 rank, +128), or with the SwiGLU
+                // forward the gate (rank 0) or up (rank 1) rows of column block nb
+                const int brow = FWD ? (rank ? N : 0) + nb * half : nb * kBN + (int)rank * half;
                 for (int k = 0; k < kb; k++) {
                     mbar_wait(&empty[s], ph ^ 1);
                     uint8_t *st = smem + s * kStageBytes;
@@ -244,79 +256,110 @@ __global__ void __cluster_dims__(2, 1, 1) __launch_bounds__(kThreads, 1)
         uint32_t out[64];
         int out_row = -1, out_nb = 0;  // the previous tile's first row of this warpgroup, its column block; -1: none
         uint8_t *stage = out_stage + cw * kOutBytes;
-        // Output slot S of the previous tile, through the warpgroup's staging buffer: two 64 x 64 boxes in the
-        // 128-byte swizzle (16-byte chunk c of row r at c ^ (r % 8): the warp's stores hit 32 different banks),
-        // written by TMA stores that run on while the warpgroup goes on. Plain: S = 0, 1 are the two 128-column
-        // halves. SwiGLU: S = 0 gate, S = 1 up (both to gu), S = 2..5 the four 32-column quarters of silu(gate) up,
-        // stored to h after the last: the quarters spread the exponentials and reciprocals (128 SFU operations per
-        // thread) over four K-blocks instead of one.
+        // kSwigluBackward: the gate and up boxes (64 rows x 32 columns each, 64-byte swizzle) of slot q of the tile
+        // at (row, nb) into half q % 2 of the staging buffer, once the store that last read that half has read it.
+        auto load_gate_up = [&](int q, int row, int nb) {
+            if (t != 0) return;
+            uint8_t *buf = stage + (q & 1) * kHalfBytes;
+            uint64_t *bar = &gate_up[2 * cw + (q & 1)];
+            bulk_wait<true, 1>();  // all but the latest store (the other half's) have read their buffer
+            mbar_expect_tx(bar, kHalfBytes);
+            tma_load(buf, &maps.m[0], bar, nb * kBN + 32 * q, row);
+            tma_load(buf + kHalfBytes / 2, &maps.m[1], bar, nb * kBN + 32 * q, row);
+        };
+        // Output slot S of the previous tile, one per K-block of the next. kPlain: two slots of 128 columns, and
+        // kSwigluForward: gate, up (both to gu), then four 32-column quarters of silu(gate) up stored to h after the
+        // last (they spread the exponentials and reciprocals, 128 SFU operations per thread, over four K-blocks).
+        // Each goes through the warpgroup's staging buffer, two 64 x 64 boxes in the 128-byte swizzle (16-byte chunk
+        // c of row r at c ^ (r % 8): the warp's stores hit 32 different banks), by TMA stores that run on while the
+        // warpgroup goes on. kSwigluBackward: eight slots of 32 columns of dh; each reads its gate and up box
+        // (loaded during the previous K-block), overwrites them with the two gradients and stores them to dgu.
         auto store_slot = [&](auto slot) {
             constexpr int S = decltype(slot)::value;
-            constexpr bool kH = SWIGLU && S >= 2;
-            constexpr int q = kH ? S - 2 : 0, j0 = kH ? 4 * q : 0, nj = kH ? 4 : 16;
-            if (!kH || q == 0) {
-                if (t == 0) bulk_wait<true>();  // the previous slot's store has read the buffer
-                wg_barrier(1 + cw);
-            }
+            if constexpr (BWD) {
+                uint8_t *buf = stage + (S & 1) * kHalfBytes;
+                mbar_wait(&gate_up[2 * cw + (S & 1)], (S >> 1) & 1);  // each half fills twice per tile
 #pragma unroll
-            for (int j = j0; j < j0 + nj; j++)
+                for (int jj = 0; jj < 4; jj++)
 #pragma unroll
-                for (int rr = 0; rr < 2; rr++) {
-                    const int r = warp * 16 + lane / 4 + 8 * rr;
-                    uint32_t v;
-                    if (!kH) {
-                        v = out[2 * (16 * S + j) + rr];
-                    } else {
-                        const uint32_t g = out[2 * j + rr], u = out[32 + 2 * j + rr];
-                        v = kl::pack_bf16x2(kl::swiglu(__uint_as_float(g << 16), __uint_as_float(u << 16)),
-                                            kl::swiglu(__uint_as_float(g & 0xffff0000u),
-                                                       __uint_as_float(u & 0xffff0000u)));
+                    for (int rr = 0; rr < 2; rr++) {
+                        // 64-byte swizzle: 16-byte chunk c of row r at c ^ (r / 2 % 4), again 32 different banks
+                        const int r = warp * 16 + lane / 4 + 8 * rr;
+                        const uint32_t off = r * 64 + ((jj ^ ((r >> 1) & 3)) << 4) + 4 * (lane % 4);
+                        const uint32_t a_g = smem_u32(buf) + off, a_u = a_g + kHalfBytes / 2;
+                        uint32_t g, u;
+                        asm volatile("ld.shared.u32 %0, [%1];" : "=r"(g) : "r"(a_g) : "memory");
+                        asm volatile("ld.shared.u32 %0, [%1];" : "=r"(u) : "r"(a_u) : "memory");
+                        const uint32_t d = out[2 * (4 * S + jj) + rr];
+                        float dg0, du0, dg1, du1;
+                        kl::swiglu_backward(__uint_as_float(d << 16), __uint_as_float(g << 16),
+                                            __uint_as_float(u << 16), dg0, du0);
+                        kl::swiglu_backward(__uint_as_float(d & 0xffff0000u), __uint_as_float(g & 0xffff0000u),
+                                            __uint_as_float(u & 0xffff0000u), dg1, du1);
+                        asm volatile("st.shared.u32 [%0], %1;" ::"r"(a_g), "r"(kl::pack_bf16x2(dg0, dg1)) : "memory");
+                        asm volatile("st.shared.u32 [%0], %1;" ::"r"(a_u), "r"(kl::pack_bf16x2(du0, du1)) : "memory");
                     }
-                    const uint32_t off = (j / 8) * kBoxBytes + r * 128 + (((j % 8) ^ (r % 8)) << 4) + 4 * (lane % 4);
-                    asm volatile("st.shared.u32 [%0], %1;" ::"r"(smem_u32(stage) + off), "r"(v) : "memory");
-                }
-            if (!kH || q == 3) {
                 fence_proxy_async();
                 wg_barrier(1 + cw);
                 if (t == 0) {
-                    const CUtensorMap *map = kH ? &th : &td;
-                    const int gcol = SWIGLU ? (S == 1 ? N : 0) + out_nb * half : out_nb * kBN + S * half;
-                    tma_store(map, stage, gcol, out_row);
-                    tma_store(map, stage + kBoxBytes, gcol + 64, out_row);
+                    tma_store(&maps.m[2], buf, out_nb * kBN + 32 * S, out_row);
+                    tma_store(&maps.m[3], buf + kHalfBytes / 2, out_nb * kBN + 32 * S, out_row);
                     bulk_commit();
                 }
+                if (S + 1 < 8) load_gate_up(S + 1, out_row, out_nb);
+            } else {
+                constexpr bool kH = FWD && S >= 2;
+                constexpr int q = kH ? S - 2 : 0, j0 = kH ? 4 * q : 0, nj = kH ? 4 : 16;
+                if (!kH || q == 0) {
+                    if (t == 0) bulk_wait<true>();  // the previous slot's store has read the buffer
+                    wg_barrier(1 + cw);
+                }
+#pragma unroll
+                for (int j = j0; j < j0 + nj; j++)
+#pragma unroll
+                    for (int rr = 0; rr < 2; rr++) {
+                        const int r = warp * 16 + lane / 4 + 8 * rr;
+                        uint32_t v;
+                        if (!kH) {
+                            v = out[2 * (16 * S + j) + rr];
+                        } else {
+                            const uint32_t g = out[2 * j + rr], u = out[32 + 2 * j + rr];
+                            v = kl::pack_bf16x2(kl::swiglu(__uint_as_float(g << 16), __uint_as_float(u << 16)),
+                                                kl::swiglu(__uint_as_float(g & 0xffff0000u),
+                                                           __uint_as_float(u & 0xffff0000u)));
+                        }
+                        const uint32_t off =
+                            (j / 8) * kBoxBytes + r * 128 + (((j % 8) ^ (r % 8)) << 4) + 4 * (lane % 4);
+                        asm volatile("st.shared.u32 [%0], %1;" ::"r"(smem_u32(stage) + off), "r"(v) : "memory");
+                    }
+                if (!kH || q == 3) {
+                    fence_proxy_async();
+                    wg_barrier(1 + cw);
+                    if (t == 0) {
+                        const CUtensorMap *map = kH ? &maps.m[1] : &maps.m[0];
+                        const int gcol = FWD ? (S == 1 ? N : 0) + out_nb * half : out_nb * kBN + S * half;
+                        tma_store(map, stage, gcol, out_row);
+                        tma_store(map, stage + kBoxBytes, gcol + 64, out_row);
+                        bulk_commit();
+                    }
+                }
             }
         };
-        using I0 = std::integral_constant<int, 0>;
-        using I1 = std::integral_constant<int, 1>;
-        constexpr int kSlots = SWIGLU ? 6 : 2;
-        // Slot k, in the K-loop. The tails below spell their slots out as a sequence: a loop over this switch
-        // there made ptxas spill 652 bytes.
-        auto store_slot_at = [&](int k) {
-            if constexpr (SWIGLU) {
-                switch (k) {
-                case 0: store_slot(I0()); break;
-                case 1: store_slot(I1()); break;
-                case 2: store_slot(std::integral_constant<int, 2>()); break;
-                case 3: store_slot(std::integral_constant<int, 3>()); break;
-                case 4: store_slot(std::integral_constant<int, 4>()); break;
-                default: store_slot(std::integral_constant<int, 5>()); break;
-                }
-            } else {
-                if (k == 0) store_slot(I0());
-                else store_slot(I1());
-            }
+        constexpr int kSlots = EPI == kPlain ? 2 : FWD ? 6 : 8;
+        // Slot k (dynamic) in the K-loop, and the slots first.. after it: both unrolled at compile time into
+        // chains of calls (a loop over a run-time dispatch made ptxas spill 652 bytes).
+        auto slot_at = [&](int k, auto self, auto slot) {
+            constexpr int S = decltype(slot)::value;
+            if (k == S) store_slot(slot);
+            else if constexpr (S + 1 < kSlots) self(k, self, std::integral_constant<int, S + 1>());
+        };
+        auto slots_from = [&](int first, auto self, auto slot) {
+            constexpr int S = decltype(slot)::value;
+            if (first <= S) store_slot(slot);
+            if constexpr (S + 1 < kSlots) self(first, self, std::integral_constant<int, S + 1>());
         };
         auto store_slots_from = [&](int first) {  // slots first.. of the previous tile, if there is one
-            if (out_row < 0) return;
-            if (first <= 0) store_slot(I0());
-            if (first <= 1) store_slot(I1());
-            if constexpr (SWIGLU) {
-                if (first <= 2) store_slot(std::integral_constant<int, 2>());
-                if (first <= 3) store_slot(std::integral_constant<int, 3>());
-                if (first <= 4) store_slot(std::integral_constant<int, 4>());
-                if (first <= 5) store_slot(std::integral_constant<int, 5>());
-            }
+            if (out_row >= 0) slots_from(first, slots_from, std::integral_constant<int, 0>());
         };
         int s = 0;
         uint32_t ph = 0;
@@ -342,13 +385,17 @@ __global__ void __cluster_dims__(2, 1, 1) __launch_bounds__(kThreads, 1)
                 wg_commit();
                 fence_acc(acc);
                 // one slot of the previous tile's output per K-block, while this one's products run
-                if (out_row >= 0 && k < kSlots) store_slot_at(k);
+                if (out_row >= 0 && k < kSlots) slot_at(k, slot_at, std::integral_constant<int, 0>());
                 wg_wait<1>();  // the previous stage's products are done: it can be refilled
                 if (prev >= 0) release(prev);
                 prev = s;
                 if (++s == kStages) s = 0, ph ^= 1;
             }
             store_slots_from(kb);  // K shorter than the slots: the rest now, before `out` is overwritten
+            // past M for the second CTA of an odd last pair: all its stores are clipped (and its loads zeros)
+            out_row = (mb + (int)rank) * kBM + cw * 64;
+            out_nb = nb;
+            if constexpr (BWD) load_gate_up(0, out_row, out_nb);  // during the last products
             wg_wait<0>();
             fence_acc(acc);
             release(prev);
@@ -357,9 +404,6 @@ __global__ void __cluster_dims__(2, 1, 1) __launch_bounds__(kThreads, 1)
 #pragma unroll
                 for (int rr = 0; rr < 2; rr++)
                     out[2 * j + rr] = kl::pack_bf16x2(acc[4 * j + 2 * rr], acc[4 * j + 2 * rr + 1]);
-            // past M for the second CTA of an odd last pair: all its stores are clipped
-            out_row = (mb + (int)rank) * kBM + cw * 64;
-            out_nb = nb;
         }
         store_slots_from(0);  // the last tile
         if (t == 0) bulk_wait<false>();  // the last stores are done before the block's shared memory goes
@@ -392,14 +436,17 @@ PFN_cuTensorMapEncodeTiled_v12000 encode_fn() {
     return fn;
 }
 
-// Tensor map of a row-major (rows, cols) BF16 matrix with leading dimension ld, read in boxes of box_rows x 64.
-kl_status tensor_map(CUtensorMap *m, const void *p, int rows, int cols, int ld, int box_rows, const char *what) {
+// Tensor map of a row-major (rows, cols) BF16 matrix with leading dimension ld, in boxes of box_rows x 64 in the
+// 128-byte swizzle (the product's tiles and the 64-column output boxes), or with narrow = true of box_rows x 32 in
+// the 64-byte swizzle (the SwiGLU backward's gate and up slots).
+kl_status tensor_map(CUtensorMap *m, const void *p, int rows, int cols, int ld, int box_rows, const char *what,
+                     bool narrow = false) {
     const PFN_cuTensorMapEncodeTiled_v12000 enc = encode_fn();
     if (!enc) return kl_error(KL_ERR_UNSUPPORTED, "sm90 gemm: the driver has no cuTensorMapEncodeTiled");
     const cuuint64_t dims[2] = {(cuuint64_t)cols, (cuuint64_t)rows}, strides[1] = {(cuuint64_t)ld * 2};
-    const cuuint32_t box[2] = {kBK, (cuuint32_t)box_rows}, elem[2] = {1, 1};
+    const cuuint32_t box[2] = {narrow ? 32u : (cuuint32_t)kBK, (cuuint32_t)box_rows}, elem[2] = {1, 1};
     const CUresult r = enc(m, CU_TENSOR_MAP_DATA_TYPE_BFLOAT16, 2, const_cast<void *>(p), dims, strides, box, elem,
-                           CU_TENSOR_MAP_INTERLEAVE_NONE, CU_TENSOR_MAP_SWIZZLE_128B,
+                           CU_TENSOR_MAP_INTERLEAVE_NONE, narrow ? CU_TENSOR_MAP_SWIZZLE_64B : CU_TENSOR_MAP_SWIZZLE_128B,
                            CU_TENSOR_MAP_L2_PROMOTION_L2_256B, CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE);
     if (r != CUDA_SUCCESS)
         return kl_error(KL_ERR_INVALID, "sm90 gemm: no tensor map for %s (%d x %d, ld %d): CUresult %d", what, rows,
@@ -407,32 +454,27 @@ kl_status tensor_map(CUtensorMap *m, const void *p, int rows, int cols, int ld, 
     return KL_OK;
 }
 
-template <bool SWIGLU>
-kl_status launch(uint16_t *D, uint16_t *H, const kl_bf16 *A, const kl_bf16 *B, int M, int N, int K,
-                 cudaStream_t stream) {
-    if (!kl_gemm_sm90_available())
-        return kl_error(KL_ERR_UNSUPPORTED, "sm90 gemm: needs an sm_90 device and sm_90a code");
+// D-side maps already made in `maps`; N is the product's (F for both SwiGLU epilogues).
+template <int EPI>
+kl_status launch(const OutMaps &maps, const kl_bf16 *A, const kl_bf16 *B, int M, int N, int K, cudaStream_t stream) {
     CUtensorMap ta, tb;
     KL_TRY(tensor_map(&ta, A, M, K, K, kBM, "A"));
-    KL_TRY(tensor_map(&tb, B, SWIGLU ? 2 * N : N, K, K, kBN / 2, "B"));  // each CTA of a cluster loads one half
-    CUtensorMap td, th;  // the outputs, written in 64 x 64 boxes
-    KL_TRY(tensor_map(&td, D, M, SWIGLU ? 2 * N : N, SWIGLU ? 2 * N : N, 64, "D"));
-    if (SWIGLU) KL_TRY(tensor_map(&th, H, M, N, N, 64, "H"));
-    else th = td;
+    // each CTA of a cluster loads one half of the B tile
+    KL_TRY(tensor_map(&tb, B, EPI == kSwigluForward ? 2 * N : N, K, K, kBN / 2, "B"));
     static int clusters = 0;  // clusters of two that fit on the device at once
     if (clusters == 0) {
-        KL_CUDA_CHECK(cudaFuncSetAttribute(gemm_sm90<SWIGLU>, cudaFuncAttributeMaxDynamicSharedMemorySize, kSmemBytes));
+        KL_CUDA_CHECK(cudaFuncSetAttribute(gemm_sm90<EPI>, cudaFuncAttributeMaxDynamicSharedMemorySize, kSmemBytes));
         cudaLaunchConfig_t cfg = {};
         cfg.gridDim = dim3(2);
         cfg.blockDim = dim3(kThreads);
         cfg.dynamicSmemBytes = kSmemBytes;
-        KL_CUDA_CHECK(cudaOccupancyMaxActiveClusters(&clusters, gemm_sm90<SWIGLU>, &cfg));
+        KL_CUDA_CHECK(cudaOccupancyMaxActiveClusters(&clusters, gemm_sm90<EPI>, &cfg));
         if (clusters < 1) return kl_error(KL_ERR_UNSUPPORTED, "sm90 gemm: no cluster of two fits on this device");
     }
-    const int cols = SWIGLU ? kBN / 2 : kBN;
+    const int cols = EPI == kSwigluForward ? kBN / 2 : kBN;
     const long long pairs = (long long)((M + 2 * kBM - 1) / (2 * kBM)) * ((N + cols - 1) / cols);
     const int grid = 2 * (pairs < clusters ? (int)pairs : clusters);
-    gemm_sm90<SWIGLU><<<grid, kThreads, kSmemBytes, stream>>>(ta, tb, td, th, M, N, K);
+    gemm_sm90<EPI><<<grid, kThreads, kSmemBytes, stream>>>(ta, tb, maps, M, N, K);
     KL_CUDA_CHECK_LAUNCH();
     return KL_OK;
 }
@@ -469,7 +511,11 @@ extern "C" kl_status kl_gemm_sm90_cuda(kl_bf16 *out, const kl_bf16 *inp, const k
         return kl_error(KL_ERR_UNSUPPORTED, "sm90 gemm: expected M, N, K >= 1 and N, K multiples of 8 (got %d, %d, %d)",
                         M, N, K);
     if (!aligned({out, inp, w})) return kl_error(KL_ERR_UNSUPPORTED, "sm90 gemm: pointers must be 16-byte aligned");
-    return launch<false>(reinterpret_cast<uint16_t *>(out), nullptr, inp, w, M, N, K, stream);
+    if (!kl_gemm_sm90_available())
+        return kl_error(KL_ERR_UNSUPPORTED, "sm90 gemm: needs an sm_90 device and sm_90a code");
+    OutMaps maps;
+    KL_TRY(tensor_map(&maps.m[0], out, M, N, N, 64, "D"));
+    return launch<kPlain>(maps, inp, w, M, N, K, stream);
 }
 
 extern "C" bool kl_gemm_sm90_swiglu_fits(int F, int K) { return F >= 1 && K >= 1 && F % 128 == 0 && K % 8 == 0; }
@@ -482,5 +528,29 @@ extern "C" kl_status kl_gemm_sm90_swiglu_cuda(kl_bf16 *gu, kl_bf16 *h, const kl_
                         F, K);
     if (!aligned({gu, h, inp, w}))
         return kl_error(KL_ERR_UNSUPPORTED, "sm90 gemm + swiglu: pointers must be 16-byte aligned");
-    return launch<true>(reinterpret_cast<uint16_t *>(gu), reinterpret_cast<uint16_t *>(h), inp, w, M, F, K, stream);
+    if (!kl_gemm_sm90_available())
+        return kl_error(KL_ERR_UNSUPPORTED, "sm90 gemm: needs an sm_90 device and sm_90a code");
+    OutMaps maps;
+    KL_TRY(tensor_map(&maps.m[0], gu, M, 2 * F, 2 * F, 64, "gu"));
+    KL_TRY(tensor_map(&maps.m[1], h, M, F, F, 64, "h"));
+    return launch<kSwigluForward>(maps, inp, w, M, F, K, stream);
+}
+
+extern "C" kl_status kl_gemm_sm90_swiglu_backward_cuda(kl_bf16 *dgu, const kl_bf16 *gu, const kl_bf16 *dout,
+                                                       const kl_bf16 *w_t, int M, int F, int K, cudaStream_t stream) {
+    if (M < 1 || !kl_gemm_sm90_swiglu_fits(F, K))
+        return kl_error(KL_ERR_UNSUPPORTED,
+                        "sm90 gemm + swiglu backward: expected M, F, K >= 1, F a multiple of 128, K of 8 (got %d, %d, "
+                        "%d)",
+                        M, F, K);
+    if (!aligned({dgu, gu, dout, w_t}))
+        return kl_error(KL_ERR_UNSUPPORTED, "sm90 gemm + swiglu backward: pointers must be 16-byte aligned");
+    if (!kl_gemm_sm90_available())
+        return kl_error(KL_ERR_UNSUPPORTED, "sm90 gemm: needs an sm_90 device and sm_90a code");
+    OutMaps maps;  // the gate and up halves of gu and dgu, each its own (M, F) view: a slot never crosses into the other
+    KL_TRY(tensor_map(&maps.m[0], gu, M, F, 2 * F, 64, "gate", true));
+    KL_TRY(tensor_map(&maps.m[1], gu + F, M, F, 2 * F, 64, "up", true));
+    KL_TRY(tensor_map(&maps.m[2], dgu, M, F, 2 * F, 64, "dgate", true));
+    KL_TRY(tensor_map(&maps.m[3], dgu + F, M, F, 2 * F, 64, "dup", true));
+    return launch<kSwigluBackward>(maps, dout, w_t, M, F, K, stream);
 }

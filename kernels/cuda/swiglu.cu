@@ -48,12 +48,7 @@ __global__ void swiglu_bwd(uint16_t *__restrict__ dgu, const uint16_t *__restric
         pu.unpack(u);
         pd.unpack(d);
 #pragma unroll
-        for (int i = 0; i < VEC; i++) {
-            const float sig = kl::sigmoid_fast(g[i]);
-            const float dsilu = sig * (1.0f + g[i] * (1.0f - sig));  // d/dg [g sigmoid(g)]
-            dg[i] = d[i] * u[i] * dsilu;
-            du[i] = d[i] * g[i] * sig;
-        }
+        for (int i = 0; i < VEC; i++) kl::swiglu_backward(d[i], g[i], u[i], dg[i], du[i]);
         kl::Bf16Pack<VEC> og, ou;
         og.pack(dg);
         ou.pack(du);

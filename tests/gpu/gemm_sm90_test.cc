@@ -113,6 +113,59 @@ TEST(GemmSm90, SwigluEpilogueMatchesTheSeparateKernel) {
     }
 }
 
+TEST(GemmSm90, SwigluBackwardEpilogueMatchesTheSeparateKernel) {
+    SKIP_UNLESS_SM90();
+    uint64_t seed = kltest::fresh_seed("GemmSm90.SwigluBackwardEpilogueMatchesTheSeparateKernel");
+    // {M, F, K}: one tile per cluster, its eight slots after the loop (K from 1 to 4 K-blocks), F = 384 leaving
+    // half of the second column block past F; then more tiles than an H200's 66 clusters (9 row pairs x 8 column
+    // blocks) with all eight slots in the next tile's loop (K = 520: 9 K-blocks) or five and the rest after (K = 264)
+    const Shape shapes[] = {{37, 128, 64}, {300, 384, 200}, {129, 256, 8}, {2100, 2048, 520}, {2100, 2048, 264}};
+    for (const Shape &s : shapes) {
+        const int M = s.M, F = s.N, K = s.K;
+        SCOPED_TRACE(std::to_string(M) + " x F=" + std::to_string(F) + " x " + std::to_string(K));
+        const auto dout = random_bf16((size_t)M * K, 1.0f, seed++);
+        const auto w_t = random_bf16((size_t)F * K, 1.0f / std::sqrt((float)K), seed++);
+        auto gu = random_bf16((size_t)M * 2 * F, 1.0f, seed++);
+        for (int m = 0; m < M; m++)  // gates spread over [-6, 6] so that silu's curved part is exercised
+            for (int f = 0; f < F; f++) gu[(size_t)m * 2 * F + f] *= 3.0f;
+        // on the device: d_ prefixed
+        Dev<kl_bf16> d_dout(to_bf16(dout)), d_w_t(to_bf16(w_t)), d_gu(to_bf16(gu)), d_dh((size_t)M * F);
+        Dev<kl_bf16> d_dgu((size_t)M * 2 * F), d_dgu_ref((size_t)M * 2 * F);
+        // dh by the plain kernel, against the CPU; then the separate SwiGLU backward on it
+        ASSERT_EQ(kl_gemm_sm90_cuda(d_dh.p, d_dout.p, d_w_t.p, M, F, K, nullptr), KL_OK) << kl_last_error();
+        std::vector<double> ref, mag;
+        reference(dout, w_t, M, F, K, &ref, &mag);
+        EXPECT_TRUE(close_to_reference(d_dh.get(), ref, mag, F, 0, M, F, K));
+        ASSERT_EQ(kl_swiglu_backward_cuda(d_dgu_ref.p, d_dh.p, d_gu.p, M, F, nullptr), KL_OK) << kl_last_error();
+        ASSERT_EQ(cudaMemset(d_dgu.p, 0xff, d_dgu.n * sizeof(kl_bf16)), cudaSuccess);  // NaN: unwritten shows
+        ASSERT_EQ(kl_gemm_sm90_swiglu_backward_cuda(d_dgu.p, d_gu.p, d_dout.p, d_w_t.p, M, F, K, nullptr), KL_OK)
+            << kl_last_error();
+        const std::vector<kl_bf16> got = d_dgu.get(), want = d_dgu_ref.get();
+        size_t diff = 0;
+        while (diff < got.size() && got[diff] == want[diff]) diff++;
+        EXPECT_EQ(diff, got.size()) << "dgu differs from kl_swiglu_backward_cuda on the plain kernel's dh at row "
+                                    << diff / (2 * F) << ", column " << diff % (2 * F);
+    }
+}
+
+TEST(CudaTranspose, Bf16IsExact) {
+    if (kl_gpu_count() == 0) GTEST_SKIP() << "no GPU";
+    uint64_t seed = kltest::fresh_seed("CudaTranspose.Bf16IsExact");
+    const int shapes[][2] = {{1, 1}, {33, 70}, {300, 1000}, {1536, 8960}};  // partial tiles; the 1.5B down weight
+    for (const auto &sh : shapes) {
+        const int rows = sh[0], cols = sh[1];
+        SCOPED_TRACE(std::to_string(rows) + " x " + std::to_string(cols));
+        const std::vector<kl_bf16> in = to_bf16(kltest::random_normal((size_t)rows * cols, 1.0f, seed++));
+        Dev<kl_bf16> din(in), dout((size_t)rows * cols);
+        ASSERT_EQ(kl_transpose_bf16_cuda(dout.p, din.p, rows, cols, nullptr), KL_OK) << kl_last_error();
+        const std::vector<kl_bf16> got = dout.get();
+        for (int r = 0; r < rows; r++)
+            for (int c = 0; c < cols; c++)
+                ASSERT_EQ(got[(size_t)c * rows + r], in[(size_t)r * cols + c]) << "(" << r << ", " << c << ")";
+    }
+    EXPECT_EQ(kl_transpose_bf16_cuda(nullptr, nullptr, -1, 4, nullptr), KL_ERR_INVALID);
+}
+
 TEST(GemmSm90, RepeatsBitForBit) {
     SKIP_UNLESS_SM90();
     uint64_t seed = kltest::fresh_seed("GemmSm90.RepeatsBitForBit");
@@ -135,4 +188,6 @@ TEST(GemmSm90, RefusesShapesItCannotRun) {
     EXPECT_EQ(kl_gemm_sm90_cuda(z.p, x.p + 1, y.p, 16, 64, 64, nullptr), KL_ERR_UNSUPPORTED);  // alignment
     EXPECT_EQ(kl_gemm_sm90_swiglu_cuda(z.p, z.p, x.p, y.p, 8, 64, 8, nullptr), KL_ERR_UNSUPPORTED);  // F % 128
     EXPECT_NE(std::string(kl_last_error()).find("F a multiple of 128"), std::string::npos) << kl_last_error();
+    EXPECT_EQ(kl_gemm_sm90_swiglu_backward_cuda(z.p, x.p, y.p, x.p, 8, 128, 12, nullptr), KL_ERR_UNSUPPORTED);  // K
+    EXPECT_EQ(kl_gemm_sm90_swiglu_backward_cuda(z.p + 1, x.p, y.p, x.p, 8, 128, 8, nullptr), KL_ERR_UNSUPPORTED);
 }

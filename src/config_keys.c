@@ -71,7 +71,8 @@ static const kl_key keys[] = {
     ENUM(train, device, "auto", "auto|cpu|cuda", "where to train (auto = cuda when a GPU is present)"),
     BOOL(train, cuda_graphs, "true", "GPU: launch each block's forward and backward as a captured CUDA graph"),
     BOOL(train, fused_swiglu, "true",
-         "GPU: the SwiGLU forward in the gate+up GEMM's epilogue (kiln's own Hopper GEMM; sm_90, F a multiple of 128)"),
+         "GPU: the SwiGLU forward in the gate+up GEMM's epilogue and its backward in the down projection's dinp GEMM "
+         "(kiln's own Hopper GEMM; sm_90, F a multiple of 128)"),
     KEY(train, gemm_tune, KL_KEY_PATH, "auto", 0, 0, 0, "auto|off",
         "GPU: GEMM algorithms chosen by timing once and remembered in a tuning file: auto = "
         "$KILN_CACHE_DIR (else $XDG_CACHE_HOME/kiln, else ~/.cache/kiln)/gemm_tune.txt, off = cuBLASLt's first "

@@ -17,7 +17,7 @@
 #include "rmsnorm_cuda.h"       /* fused residual + RMSNorm, Qwen3 q/k norm */
 #include "rope_cuda.h"          /* rotary embedding in place on the packed qkv */
 #include "swiglu_cuda.h"        /* SwiGLU gate */
-#include "gemm_sm90_cuda.h"     /* kiln's own Hopper GEMM, with the SwiGLU forward fused */
+#include "gemm_sm90_cuda.h"     /* kiln's own Hopper GEMM, with the SwiGLU forward and backward fused */
 
 #define PARAM_ALIGN 128                         /* elements: every tensor starts 256-byte aligned in BF16 */
 /* The auto LM-head chunk: logits of at most 1/24 of the run's memory, clamped to [1, 6] GiB of BF16 (one chunk
@@ -69,7 +69,7 @@ struct kl_model_cuda {
     kl_gemm_ctx *gemm;
     kl_attention_ctx *attn;
     void *gemm_ws;
-    int fused_swiglu; /* the gate+up product with the SwiGLU forward in its epilogue (kiln's sm90 GEMM) */
+    int fused_swiglu; /* SwiGLU forward and backward in the MLP GEMMs' epilogues (kiln's sm90 GEMM) */
 
     block_w *bw;
     block_g *bg;
@@ -655,7 +655,7 @@ static kl_status block_backward(kl_model_cuda *m, int l) {
     layer_acts *a = &m->acts[l];
     struct CUstream_st *st = m->stream;
     /* MLP: in dres = d(block output); dres accumulates d(res2) through the norm's backward (dx +=) */
-    if (m->fused_swiglu && !getenv("KILN_NO_FUSED_SWIGLU_BWD")) { /* d(sw) stays in the GEMM: its dinp product writes dgu */
+    if (m->fused_swiglu) { /* d(sw) stays in the GEMM: its dinp product writes dgu */
         KL_TRY(kl_transpose_bf16_cuda(m->dsw, w->wdown, C, F, st));
         KL_TRY(kl_gemm_sm90_swiglu_backward_cuda(m->dgu, a->gu, m->dres, m->dsw, N, F, C, st));
         KL_TRY(kl_matmul_backward_cuda(m->gemm, NULL, g->wdown, NULL, m->dres, a->sw, w->wdown, N, F, C, st));
@@ -760,7 +760,8 @@ kl_status kl_model_cuda_tune(kl_model_cuda *m, int B, int T, const char *file, c
     if (sm90 > 0 && len < msg_size)
         len += (size_t)snprintf(msg + len, msg_size - len, ", %d on kiln's sm90 GEMM", sm90);
     if (m->fused_swiglu && len < msg_size)
-        len += (size_t)snprintf(msg + len, msg_size - len, ", gate+up with the SwiGLU forward on kiln's sm90 GEMM");
+        len += (size_t)snprintf(msg + len, msg_size - len,
+                                ", the SwiGLU forward and backward fused into the MLP products on kiln's sm90 GEMM");
     if (len >= msg_size) return KL_OK;
     if (load_err[0]) /* a file that does not parse is not overwritten: it may not be a tuning file at all */
         snprintf(msg + len, msg_size - len, "; not saved, %s", load_err);

@@ -27,7 +27,7 @@ typedef struct {
     int attention_backend;  /* a kl_attn_backend (attention_cuda.h); 0 = auto (cuDNN forward when it applies) */
     int bf16_master;        /* precision.master: bf16 — no FP32 master: the BF16 weights are the parameters */
     int no_graphs;          /* 1: launch every kernel eagerly instead of replaying per-layer CUDA graphs */
-    int no_fused_swiglu;    /* 1: the gate+up product by cuBLASLt and the SwiGLU forward as its own kernel, always */
+    int no_fused_swiglu;    /* 1: the MLP products by cuBLASLt and SwiGLU forward and backward as own kernels, always */
     int gemm_tune;          /* kl_trainer_cuda_create runs kl_model_cuda_tune for its batch shape */
     const char *gemm_tune_file; /* ... with this tuning file (NULL or "": choices last for this process only) */
 } kl_model_cuda_opts;
@@ -121,8 +121,9 @@ kl_status kl_model_cuda_tune(kl_model_cuda *m, int B, int T, const char *file, c
 /* How many per-layer CUDA graphs are captured (0 with no_graphs, or when capture failed: then *why says
  * so, else ""). */
 int kl_model_cuda_graphs(const kl_model_cuda *m, const char **why);
-/* 1 when the MLP's gate+up product runs kiln's own Hopper GEMM with the SwiGLU forward in its epilogue
- * (gemm_sm90_cuda.h): an sm_90 device, F a multiple of 128, C of 8, and not opts.no_fused_swiglu. */
+/* 1 when the MLP's gate+up product runs kiln's own Hopper GEMM with the SwiGLU forward in its epilogue, and the down
+ * projection's dinp product with the SwiGLU backward (gemm_sm90_cuda.h): an sm_90 device, F a multiple of 128, C of
+ * 8, and not opts.no_fused_swiglu. */
 int kl_model_cuda_fused_swiglu(const kl_model_cuda *m);
 
 #ifdef __cplusplus

@@ -1,6 +1,7 @@
 // convert.cu — FP32 <-> BF16 conversion kernels (round-to-nearest-even) and the BF16 transpose, declared in
 // kernels/cuda_common.h. Memory-bound: the conversions use 16-byte vectors when both pointers allow it, single
-// elements otherwise; the transpose goes through shared memory in 32 x 32 tiles.
+// elements otherwise; the transpose goes through shared memory in 64 x 64 tiles of element pairs (32 x 32 of
+// single elements for odd shapes).
 #include "cuda_check.cuh"
 #include "cuda_common.h"
 
@@ -48,8 +49,25 @@ __global__ void bf16_to_f32_scalar(float *__restrict__ out, const uint16_t *__re
         out[i] = kl::bf16_to_f32(in[i]);
 }
 
-// One 32 x 32 tile per block of 32 x 8 threads: rows of `in` are read and rows of `out` written by whole warps.
-// A tile row is 17 words, so the column reads touch 32 different banks.
+// One 64 x 64 tile per block of 32 x 8 threads, for even rows and cols: each warp reads rows of `in` and writes
+// rows of `out` as 32 words of two elements (128 bytes). Word (i, w) of the tile holds in(r0 + i, c0 + 2w, +1); the
+// row stride of 33 words leaves the column reads of the write phase 2-way bank conflicts.
+__global__ void transpose_bf16_pairs(uint32_t *__restrict__ out, const uint32_t *__restrict__ in, int rows, int cols) {
+    __shared__ uint32_t tile[64][33];
+    const int c0 = blockIdx.x * 64, r0 = blockIdx.y * 64, x = threadIdx.x;
+    for (int i = threadIdx.y; i < 64; i += 8)
+        if (r0 + i < rows && c0 + 2 * x < cols) tile[i][x] = in[((size_t)(r0 + i) * cols + c0) / 2 + x];
+    __syncthreads();
+    for (int i = threadIdx.y; i < 64; i += 8) {  // out row c0 + i, its columns r0 + 2x, +1
+        if (c0 + i >= cols || r0 + 2 * x >= rows) continue;
+        const uint32_t lo = tile[2 * x][i / 2], hi = tile[2 * x + 1][i / 2];
+        const uint32_t v = i % 2 ? (lo >> 16) | (hi & 0xffff0000u) : (lo & 0xffffu) | (hi << 16);
+        out[((size_t)(c0 + i) * rows + r0) / 2 + x] = v;
+    }
+}
+
+// One 32 x 32 tile per block of 32 x 8 threads, any shape. A tile row is 17 words, so the column reads touch 32
+// different banks.
 __global__ void transpose_bf16(uint16_t *__restrict__ out, const uint16_t *__restrict__ in, int rows, int cols) {
     __shared__ uint16_t tile[32][34];
     const int c0 = blockIdx.x * 32, r0 = blockIdx.y * 32, x = threadIdx.x;
@@ -98,8 +116,12 @@ extern "C" kl_status kl_transpose_bf16_cuda(kl_bf16 *out, const kl_bf16 *in, int
     if (rows < 0 || cols < 0 || (rows + 31) / 32 > 65535)
         return kl_error(KL_ERR_INVALID, "transpose: expected 0 <= rows < 2^21 and cols >= 0 (got %d, %d)", rows, cols);
     if (rows == 0 || cols == 0) return KL_OK;
-    transpose_bf16<<<dim3((cols + 31) / 32, (rows + 31) / 32), dim3(32, 8), 0, stream>>>(
-        reinterpret_cast<uint16_t *>(out), reinterpret_cast<const uint16_t *>(in), rows, cols);
+    if (rows % 2 == 0 && cols % 2 == 0 && ((uintptr_t)out | (uintptr_t)in) % 4 == 0)
+        transpose_bf16_pairs<<<dim3((cols + 63) / 64, (rows + 63) / 64), dim3(32, 8), 0, stream>>>(
+            reinterpret_cast<uint32_t *>(out), reinterpret_cast<const uint32_t *>(in), rows, cols);
+    else
+        transpose_bf16<<<dim3((cols + 31) / 32, (rows + 31) / 32), dim3(32, 8), 0, stream>>>(
+            reinterpret_cast<uint16_t *>(out), reinterpret_cast<const uint16_t *>(in), rows, cols);
     KL_CUDA_CHECK_LAUNCH();
     return KL_OK;
 }

@@ -1,5 +1,5 @@
 // gemm_sm90.cu — kiln's own Hopper GEMM (kernels/gemm_sm90_cuda.h): D(M,N) = A(M,K) B(N,K)^T in BF16 with FP32
-// accumulation, optionally with the SwiGLU forward in the epilogue.
+// accumulation, optionally with the SwiGLU forward or backward in the epilogue.
 //
 // Persistent clusters of two blocks, one block per SM, three warpgroups each. The two blocks of a cluster work on
 // two adjacent 128-row blocks of the output and the same 256 columns, so they share the B tile: each loads one
@@ -16,9 +16,12 @@
 // from memory once per group. An odd last row block leaves the second block of its cluster a tile past M: it loads
 // zeros and its stores are clipped.
 //
-// SwiGLU: B's 256 rows are 128 gate rows and the matching 128 up rows (one half per block of the cluster), so each
+// SwiGLU forward: B's 256 rows are 128 gate rows and the matching 128 up rows (one half per block of the cluster), so each
 // thread holds a gate value and its up value in the same registers (columns j and j + 128 of the tile) and writes
-// gate and up to gu and silu(gate) up to h. The kernels are compiled for sm_90a only; elsewhere they are empty and
+// gate and up to gu and silu(gate) up to h. SwiGLU backward: D is dh, the down projection's dinp (B = the down
+// weight transposed), kept as BF16 pairs and never written; each 32-column slot of it loads the matching gate and up
+// boxes of gu by TMA one K-block ahead (double-buffered in the staging buffer), turns them into the two gradients in
+// place and stores them to dgu. The kernels are compiled for sm_90a only; elsewhere they are empty and
 // kl_gemm_sm90_available() says no.
 #include <cuda.h>
 #include <cudaTypedefs.h>

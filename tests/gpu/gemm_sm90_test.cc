@@ -151,7 +151,8 @@ TEST(GemmSm90, SwigluBackwardEpilogueMatchesTheSeparateKernel) {
 TEST(CudaTranspose, Bf16IsExact) {
     if (kl_gpu_count() == 0) GTEST_SKIP() << "no GPU";
     uint64_t seed = kltest::fresh_seed("CudaTranspose.Bf16IsExact");
-    const int shapes[][2] = {{1, 1}, {33, 70}, {300, 1000}, {1536, 8960}};  // partial tiles; the 1.5B down weight
+    // single elements (odd shapes), element pairs with partial tiles, the 1.5B down weight
+    const int shapes[][2] = {{1, 1}, {33, 70}, {64, 33}, {300, 1000}, {1536, 8960}};
     for (const auto &sh : shapes) {
         const int rows = sh[0], cols = sh[1];
         SCOPED_TRACE(std::to_string(rows) + " x " + std::to_string(cols));

@@ -88,7 +88,7 @@ kl_model *fixture_model(const std::string &c) {
 
 // One forward and backward of `cpu`'s weights on the GPU (with `opts`) against the CPU model: logits, loss and
 // every gradient within BF16 tolerance. `c` names the case in messages; *fused (unless NULL) says whether the GPU
-// model ran the fused SwiGLU forward.
+// model ran the fused SwiGLU forward and backward.
 void expect_gpu_matches_cpu(kl_model *cpu, const std::vector<int32_t> &in, const std::vector<int32_t> &tg, int B,
                             int T, const kl_model_cuda_opts *opts, const std::string &c, int *fused) {
     const kl_model_shape *s = kl_model_get_shape(cpu);
@@ -176,9 +176,10 @@ TEST_P(ModelCudaParity, LogitsLossAndEveryGradientMatchTheCpuModelWithinBf16) {
 INSTANTIATE_TEST_SUITE_P(AllArchitectures, ModelCudaParity,
                          ::testing::Values("llama_gqa", "llama3_tied_scaled", "mistral", "qwen2_bias", "qwen3_headdim"));
 
-// The fixtures' MLPs are too narrow for the fused SwiGLU forward (F a multiple of 128): a Qwen2-like model of random
-// weights with F = 256 runs it (on an sm_90 device), and must meet the CPU as closely as the unfused path does.
-TEST(ModelCuda, FusedSwigluForwardMatchesTheCpuModelWithinBf16) {
+// The fixtures' MLPs are too narrow for the fused SwiGLU forward and backward (F a multiple of 128): a Qwen2-like
+// model of random weights with F = 256 runs them (on an sm_90 device), and must meet the CPU as closely as the
+// unfused path does.
+TEST(ModelCuda, FusedSwigluMatchesTheCpuModelWithinBf16) {
     SKIP_WITHOUT_GPU();
     if (!kl_gemm_sm90_available()) GTEST_SKIP() << "kiln's sm90 GEMM cannot run here (needs sm_90 and sm_90a code)";
     kl_model_shape sh = {};

@@ -81,7 +81,7 @@ typedef struct {
         char out_dir[KL_CFG_PATH_MAX]; /* "" = runs/<name> under the working directory */
         kl_cfg_device device;
         bool cuda_graphs; /* GPU: replay each block's forward/backward as a captured CUDA graph */
-        bool fused_swiglu; /* GPU: SwiGLU forward and backward in the MLP GEMMs' epilogues where kiln's sm90 GEMM runs */
+        bool fused_swiglu; /* GPU: SwiGLU forward and backward in the MLP GEMMs where kiln's sm90 GEMM runs */
         char gemm_tune[KL_CFG_PATH_MAX]; /* GPU GEMM tuning file: "auto", "off" or an absolute path */
         int64_t steps, batch_size, grad_accum;
         kl_cfg_schedule schedule;

@@ -108,9 +108,10 @@ template <> struct Bf16Pack<1> {
 
 // sigmoid(g) with the approximate exponential and reciprocal instructions: relative error ~1e-6, far below the
 // BF16 rounding of the result; g << 0 gives exp = inf and sigmoid = 0 (not NaN), and 1 + exp(-g) >= 1, so
-// flushing subnormals changes nothing (__expf keeps them, with a compare and a predicated multiply per call). The IEEE division and accurate expf made the SwiGLU forward
-// instruction-bound at the power-capped clock (261 us for 0.88 GB at the 1.5B shape, 79% of the copy bound), and
-// __frcp_rn is a call with a slow path whose saved registers spilled in the fused GEMM epilogue.
+// flushing subnormals changes nothing (__expf keeps them, with a compare and a predicated multiply per call). The
+// IEEE division and accurate expf made the SwiGLU forward instruction-bound at the power-capped clock (261 us for
+// 0.88 GB at the 1.5B shape, 79% of the copy bound), and __frcp_rn is a call with a slow path whose saved registers
+// spilled in the fused GEMM epilogue.
 __device__ __forceinline__ float sigmoid_fast(float g) {
     float e, r;
     asm("ex2.approx.ftz.f32 %0, %1;" : "=f"(e) : "f"(g * -1.4426950408889634f));  // exp(-g)

@@ -11,17 +11,17 @@
 // keeps one stage's products in flight while it waits for the next. At a tile's end it keeps its 64 x 256 FP32
 // accumulators as BF16 pairs (registers given up by the producer) and writes them out during the next tile's
 // first K-blocks, one slot per K-block (128 columns; SwiGLU's h in four slots of 32), through a shared-memory
-// staging buffer and TMA stores: the tensor cores run on while the epilogue's stores and arithmetic are issued. Tiles are visited in groups of 32 row
-// blocks (12 MB of A at K = 1536) so that the A tiles stay in L2 while the group sweeps the columns, and B is read
-// from memory once per group. An odd last row block leaves the second block of its cluster a tile past M: it loads
-// zeros and its stores are clipped.
+// staging buffer and TMA stores: the tensor cores run on while the epilogue's stores and arithmetic are issued.
+// Tiles are visited in groups of 32 row blocks (12 MB of A at K = 1536) so that the A tiles stay in L2 while the
+// group sweeps the columns, and B is read from memory once per group. An odd last row block leaves the second block
+// of its cluster a tile past M: it loads zeros and its stores are clipped.
 //
-// SwiGLU forward: B's 256 rows are 128 gate rows and the matching 128 up rows (one half per block of the cluster), so each
-// thread holds a gate value and its up value in the same registers (columns j and j + 128 of the tile) and writes
-// gate and up to gu and silu(gate) up to h. SwiGLU backward: D is dh, the down projection's dinp (B = the down
-// weight transposed), kept as BF16 pairs and never written; each 32-column slot of it loads the matching gate and up
-// boxes of gu by TMA one K-block ahead (double-buffered in the staging buffer), turns them into the two gradients in
-// place and stores them to dgu. The kernels are compiled for sm_90a only; elsewhere they are empty and
+// SwiGLU forward: B's 256 rows are 128 gate rows and the matching 128 up rows (one half per block of the cluster),
+// so each thread holds a gate value and its up value in the same registers (columns j and j + 128 of the tile) and
+// writes gate and up to gu and silu(gate) up to h. SwiGLU backward: D is dh, the down projection's dinp (B = the
+// down weight transposed), kept as BF16 pairs and never written; each 32-column slot of it loads the matching gate
+// and up boxes of gu by TMA one K-block ahead (double-buffered in the staging buffer), turns them into the two
+// gradients in place and stores them to dgu. The kernels are compiled for sm_90a only; elsewhere they are empty and
 // kl_gemm_sm90_available() says no.
 #include <cuda.h>
 #include <cudaTypedefs.h>
@@ -449,7 +449,8 @@ kl_status tensor_map(CUtensorMap *m, const void *p, int rows, int cols, int ld, 
     const cuuint64_t dims[2] = {(cuuint64_t)cols, (cuuint64_t)rows}, strides[1] = {(cuuint64_t)ld * 2};
     const cuuint32_t box[2] = {narrow ? 32u : (cuuint32_t)kBK, (cuuint32_t)box_rows}, elem[2] = {1, 1};
     const CUresult r = enc(m, CU_TENSOR_MAP_DATA_TYPE_BFLOAT16, 2, const_cast<void *>(p), dims, strides, box, elem,
-                           CU_TENSOR_MAP_INTERLEAVE_NONE, narrow ? CU_TENSOR_MAP_SWIZZLE_64B : CU_TENSOR_MAP_SWIZZLE_128B,
+                           CU_TENSOR_MAP_INTERLEAVE_NONE,
+                           narrow ? CU_TENSOR_MAP_SWIZZLE_64B : CU_TENSOR_MAP_SWIZZLE_128B,
                            CU_TENSOR_MAP_L2_PROMOTION_L2_256B, CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE);
     if (r != CUDA_SUCCESS)
         return kl_error(KL_ERR_INVALID, "sm90 gemm: no tensor map for %s (%d x %d, ld %d): CUresult %d", what, rows,
@@ -550,7 +551,7 @@ extern "C" kl_status kl_gemm_sm90_swiglu_backward_cuda(kl_bf16 *dgu, const kl_bf
         return kl_error(KL_ERR_UNSUPPORTED, "sm90 gemm + swiglu backward: pointers must be 16-byte aligned");
     if (!kl_gemm_sm90_available())
         return kl_error(KL_ERR_UNSUPPORTED, "sm90 gemm: needs an sm_90 device and sm_90a code");
-    OutMaps maps;  // the gate and up halves of gu and dgu, each its own (M, F) view: a slot never crosses into the other
+    OutMaps maps;  // the gate and up halves of gu and dgu as (M, F) views each: a slot never crosses into the other
     KL_TRY(tensor_map(&maps.m[0], gu, M, F, 2 * F, 64, "gate", true));
     KL_TRY(tensor_map(&maps.m[1], gu + F, M, F, 2 * F, 64, "up", true));
     KL_TRY(tensor_map(&maps.m[2], dgu, M, F, 2 * F, 64, "dgate", true));

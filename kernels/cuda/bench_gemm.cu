@@ -68,27 +68,25 @@ kl_status time_ms(Timer &t, F &&f, int warmup, int iters, double *ms) {
 struct Report {
     FILE *out;
     std::vector<std::string> json;
+    // A compute-bound row: `flop` against the BF16 matmul bound.
     void row(const char *kernel, const char *shape, double flop, double ms) {
-        const double tf = flop / (ms * 1e-3) / 1e12;
-        fprintf(out, "  %-26s %-40s %9.3f ms %8.1f TFLOP/s  %5.1f%% of %.0f\n", kernel, shape, ms, tf,
-                100.0 * tf / kBoundTflops, kBoundTflops);
-        char buf[512];
-        snprintf(buf, sizeof buf,
-                 "{\"bench\":\"gemm\",\"kernel\":\"%s\",\"shape\":\"%s\",\"ms\":%.5f,\"tflops\":%.2f,"
-                 "\"bound_tflops\":%.0f,\"fraction\":%.4f}",
-                 kernel, shape, ms, tf, kBoundTflops, tf / kBoundTflops);
-        json.push_back(buf);
+        emit(kernel, shape, ms, flop / (ms * 1e-3) / 1e12, kBoundTflops, "TFLOP/s", "tflops", 1);
     }
     // A memory-bound row: `bytes` read and written, against the copy bound.
     void row_bytes(const char *kernel, const char *shape, double bytes, double ms) {
-        const double tbs = bytes / (ms * 1e-3) / 1e12;
-        fprintf(out, "  %-26s %-40s %9.3f ms %8.2f TB/s     %5.1f%% of %.1f\n", kernel, shape, ms, tbs,
-                100.0 * tbs / kBoundTbs, kBoundTbs);
+        emit(kernel, shape, ms, bytes / (ms * 1e-3) / 1e12, kBoundTbs, "TB/s", "tb_per_s", 2);
+    }
+
+  private:
+    void emit(const char *kernel, const char *shape, double ms, double rate, double bound, const char *unit,
+              const char *key, int decimals) {
+        fprintf(out, "  %-26s %-40s %9.3f ms %8.*f %-7s  %5.1f%% of %g\n", kernel, shape, ms, decimals, rate, unit,
+                100.0 * rate / bound, bound);
         char buf[512];
         snprintf(buf, sizeof buf,
-                 "{\"bench\":\"gemm\",\"kernel\":\"%s\",\"shape\":\"%s\",\"ms\":%.5f,\"tb_per_s\":%.3f,"
-                 "\"bound_tb_per_s\":%.1f,\"fraction\":%.4f}",
-                 kernel, shape, ms, tbs, kBoundTbs, tbs / kBoundTbs);
+                 "{\"bench\":\"gemm\",\"kernel\":\"%s\",\"shape\":\"%s\",\"ms\":%.5f,\"%s\":%.3f,"
+                 "\"bound_%s\":%g,\"fraction\":%.4f}",
+                 kernel, shape, ms, key, rate, key, bound, rate / bound);
         json.push_back(buf);
     }
 };

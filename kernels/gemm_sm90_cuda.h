@@ -18,7 +18,10 @@ extern "C" {
 /* Whether the kernels can run on the current device (checked once per process, by running them). */
 bool kl_gemm_sm90_available(void);
 
-/* out(M,N) = inp(M,K) w(N,K)^T. M, N, K >= 1; N and K multiples of 8. */
+/* Whether kl_gemm_sm90_cuda takes this shape: N, K >= 1 and multiples of 8 (any M >= 1). */
+bool kl_gemm_sm90_fits(int N, int K);
+
+/* out(M,N) = inp(M,K) w(N,K)^T. M >= 1; N and K as kl_gemm_sm90_fits says. */
 kl_status kl_gemm_sm90_cuda(kl_bf16 *out, const kl_bf16 *inp, const kl_bf16 *w, int M, int N, int K,
                             struct CUstream_st *stream);
 

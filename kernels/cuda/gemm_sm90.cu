@@ -461,6 +461,8 @@ kl_status tensor_map(CUtensorMap *m, const void *p, int rows, int cols, int ld, 
 // D-side maps already made in `maps`; N is the product's (F for both SwiGLU epilogues).
 template <int EPI>
 kl_status launch(const OutMaps &maps, const kl_bf16 *A, const kl_bf16 *B, int M, int N, int K, cudaStream_t stream) {
+    if (!kl_gemm_sm90_available())
+        return kl_error(KL_ERR_UNSUPPORTED, "sm90 gemm: needs an sm_90 device and sm_90a code");
     CUtensorMap ta, tb;
     KL_TRY(tensor_map(&ta, A, M, K, K, kBM, "A"));
     // each CTA of a cluster loads one half of the B tile
@@ -509,14 +511,14 @@ extern "C" bool kl_gemm_sm90_available(void) {
     return state == 1;
 }
 
+extern "C" bool kl_gemm_sm90_fits(int N, int K) { return N >= 1 && K >= 1 && N % 8 == 0 && K % 8 == 0; }
+
 extern "C" kl_status kl_gemm_sm90_cuda(kl_bf16 *out, const kl_bf16 *inp, const kl_bf16 *w, int M, int N, int K,
                                        cudaStream_t stream) {
-    if (M < 1 || N < 1 || K < 1 || N % 8 || K % 8)
+    if (M < 1 || !kl_gemm_sm90_fits(N, K))
         return kl_error(KL_ERR_UNSUPPORTED, "sm90 gemm: expected M, N, K >= 1 and N, K multiples of 8 (got %d, %d, %d)",
                         M, N, K);
     if (!aligned({out, inp, w})) return kl_error(KL_ERR_UNSUPPORTED, "sm90 gemm: pointers must be 16-byte aligned");
-    if (!kl_gemm_sm90_available())
-        return kl_error(KL_ERR_UNSUPPORTED, "sm90 gemm: needs an sm_90 device and sm_90a code");
     OutMaps maps;
     KL_TRY(tensor_map(&maps.m[0], out, M, N, N, 64, "D"));
     return launch<kPlain>(maps, inp, w, M, N, K, stream);
@@ -532,8 +534,6 @@ extern "C" kl_status kl_gemm_sm90_swiglu_cuda(kl_bf16 *gu, kl_bf16 *h, const kl_
                         F, K);
     if (!aligned({gu, h, inp, w}))
         return kl_error(KL_ERR_UNSUPPORTED, "sm90 gemm + swiglu: pointers must be 16-byte aligned");
-    if (!kl_gemm_sm90_available())
-        return kl_error(KL_ERR_UNSUPPORTED, "sm90 gemm: needs an sm_90 device and sm_90a code");
     OutMaps maps;
     KL_TRY(tensor_map(&maps.m[0], gu, M, 2 * F, 2 * F, 64, "gu"));
     KL_TRY(tensor_map(&maps.m[1], h, M, F, F, 64, "h"));
@@ -549,8 +549,6 @@ extern "C" kl_status kl_gemm_sm90_swiglu_backward_cuda(kl_bf16 *dgu, const kl_bf
                         M, F, K);
     if (!aligned({dgu, gu, dout, w_t}))
         return kl_error(KL_ERR_UNSUPPORTED, "sm90 gemm + swiglu backward: pointers must be 16-byte aligned");
-    if (!kl_gemm_sm90_available())
-        return kl_error(KL_ERR_UNSUPPORTED, "sm90 gemm: needs an sm_90 device and sm_90a code");
     OutMaps maps;  // the gate and up halves of gu and dgu as (M, F) views each: a slot never crosses into the other
     KL_TRY(tensor_map(&maps.m[0], gu, M, F, 2 * F, 64, "gate", true));
     KL_TRY(tensor_map(&maps.m[1], gu + F, M, F, 2 * F, 64, "up", true));

@@ -190,12 +190,12 @@ static tuned_choice *tuned_find(kl_gemm_ctx *ctx, const gemm_key *key) {
 }
 
 // Whether kiln's own Hopper GEMM computes this key: the linear layer's forward out(n,m) = inp(n,k) w(m,k)^T with
-// both operands and the output densely packed and 16-byte aligned, m and k multiples of 8, no bias, beta = 0,
-// BF16 out (the kernel's contract, kernels/gemm_sm90_cuda.h).
+// both operands and the output densely packed and 16-byte aligned, no bias, beta = 0, BF16 out, and a shape
+// kl_gemm_sm90_fits takes (the kernel's contract, kernels/gemm_sm90_cuda.h).
 static bool sm90_fits(const kl_gemm_ctx *ctx, const gemm_key *k) {
-    return ctx->sm90 && k->transa && !k->transb && !k->d_f32 && !k->has_bias && !k->beta_nonzero && k->m % 8 == 0 &&
-           k->k % 8 == 0 && k->lda == k->k && k->ldb == k->k && k->ldd == k->m && k->align_a >= 16 &&
-           k->align_b >= 16 && k->align_d >= 16;
+    return ctx->sm90 && k->transa && !k->transb && !k->d_f32 && !k->has_bias && !k->beta_nonzero &&
+           kl_gemm_sm90_fits(k->m, k->k) && k->lda == k->k && k->ldb == k->k && k->ldd == k->m &&
+           k->align_a >= 16 && k->align_b >= 16 && k->align_d >= 16;
 }
 
 // Runs candidate `rank` of the plan from now on: a cuBLASLt candidate, or the own Hopper GEMM.
@@ -394,9 +394,8 @@ static kl_status run_timed(kl_gemm_ctx *ctx, gemm_plan *p, int calls, cudaEvent_
 // keeps the fastest, unless it beats the heuristic's first choice by less than 2%: within the noise the
 // heuristic's choice stays. A first burst of two calls (one timed) sizes the sustained runs: kSettleMs untimed,
 // then kTimedMs timed, in two rounds, the second in reverse order so that a drifting clock favours no position;
-// each candidate's faster round counts. Writes D many times (and
-// accumulates into it when beta != 0): the caller times only when the outputs are scratch. Skipped while the
-// stream is being captured.
+// each candidate's faster round counts. Writes D many times (and accumulates into it when beta != 0): the caller
+// times only when the outputs are scratch. Skipped while the stream is being captured.
 static kl_status time_candidates(kl_gemm_ctx *ctx, gemm_plan *p, float alpha, const void *A, const void *B,
                                  float beta, void *D, const void *bias, cudaStream_t st) {
     p->timing_pending = 0;

@@ -71,7 +71,7 @@ TEST(GemmSm90, MatchesCpuReference) {
     // partial row, column and K tiles; K < one stage; one 128 x 256 tile exactly; seven row blocks (the last
     // cluster's second block past M); more tiles than an H200's 66 clusters (9 row pairs x 8 column blocks), each
     // then written out during the next one's K-blocks: the two slots at K-blocks 0 and 1 (K = 136: 3 K-blocks), or
-    // spread out, at K-blocks 2 and 5 (K = 328: 6 K-blocks, the last partial)
+    // spread out, at K-blocks 2 and 5, the second consumer's at 1 and 4 (K = 328: 6 K-blocks, the last partial)
     const Shape shapes[] = {{200, 392, 136}, {1000, 264, 72}, {5, 8, 8}, {128, 256, 64}, {777, 1040, 200},
                             {2100, 2048, 136}, {2100, 2048, 328}};
     for (const Shape &s : shapes) {
@@ -92,7 +92,8 @@ TEST(GemmSm90, SwigluEpilogueMatchesTheSeparateKernel) {
     // {M, F, K}: one tile per cluster, its output written after the loop (K from 1 to 4 K-blocks of 64); then more
     // tiles than an H200's 66 clusters (9 row pairs x 8 column blocks), so that each tile's output goes out during
     // the next one's K-blocks, all six slots of it (K = 392: 7 K-blocks), five and the last after them (K = 264), or
-    // the six spread out, in K-blocks 1, 3, 6, 8, 10 and 13 (K = 840: 14 K-blocks, the last partial)
+    // the six spread out, in K-blocks 1, 3, 6, 8, 10 and 13, the second consumer's one earlier (K = 840: 14
+    // K-blocks, the last partial)
     const Shape shapes[] = {{37, 128, 64},     {300, 256, 200},   {129, 384, 8},
                             {2100, 1024, 392}, {2100, 1024, 264}, {2100, 1024, 840}};
     for (const Shape &s : shapes) {
@@ -122,7 +123,8 @@ TEST(GemmSm90, SwigluBackwardEpilogueMatchesTheSeparateKernel) {
     // {M, F, K}: one tile per cluster, its eight slots after the loop (K from 1 to 4 K-blocks), F = 384 leaving
     // half of the second column block past F; then more tiles than an H200's 66 clusters (9 row pairs x 8 column
     // blocks) with all eight slots in the next tile's loop (K = 520: 9 K-blocks), five and the rest after (K = 264),
-    // or the eight spread out, in K-blocks 1, 3, 5, 8, 10, 12, 14 and 17 (K = 1096: 18 K-blocks, the last partial)
+    // or the eight spread out, in K-blocks 1, 3, 5, 8, 10, 12, 14 and 17, the second consumer's one earlier (K =
+    // 1096: 18 K-blocks, the last partial)
     const Shape shapes[] = {{37, 128, 64},     {300, 384, 200},   {129, 256, 8},
                             {2100, 2048, 520}, {2100, 2048, 264}, {2100, 2048, 1096}};
     for (const Shape &s : shapes) {

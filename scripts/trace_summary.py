@@ -17,6 +17,8 @@ def group(name):
     n = name.lower()
     if "nvjet" in n or "xmma_gemm" in n or "splitkreduce" in n or "dbias" in n:
         return "GEMM (cuBLASLt; bias gradient)"
+    if "gemm_sm90" in n or "transpose_bf16" in n:  # kiln's own GEMM, SwiGLU fused, and its weight transpose
+        return "GEMM (own sm90, SwiGLU fused)"
     if "cudnn" in n:
         return "attention (cuDNN)"
     for key, label in [("swiglu", "SwiGLU"), ("rms", "RMSNorm"), ("dw_reduce", "RMSNorm"),

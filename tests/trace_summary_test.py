@@ -24,6 +24,9 @@ NAMES = [
     ("void rms_backward<8, 4>(unsigned short*, float*)", "RMSNorm"),
     ("_ZN49_GLOBAL__N__cbfb395e_16_cross_entropy_cu_9879cc9a18cross_entropy_rowsILi8ELi6EE", "softmax-CE"),
     ("_ZN8kl_other_kernel", "other"),
+    ("_ZN45_GLOBAL__N__84665b14_12_gemm_sm90_cu_4b2037269gemm_sm90ILi2EEEv14CUtensorMap_stS1_NS_7OutMapsEiii",
+     "GEMM (own sm90, SwiGLU fused)"),
+    ("_ZN46_GLOBAL__N__2f0c6e1a_10_convert_cu_0c3e4b1a20transpose_bf16_pairsEPjPKjii", "GEMM (own sm90, SwiGLU fused)"),
 ]
 
 

@@ -275,7 +275,7 @@ __global__ void __cluster_dims__(2, 1, 1) __launch_bounds__(kThreads, 1)
         };
         // Output slot S of the previous tile, in a K-block of the next. kPlain: two slots of 128 columns, and
         // kSwigluForward: gate, up (both to gu), then four 32-column quarters of silu(gate) up stored to h after the
-        // last (they spread the exponentials and reciprocals, 128 SFU operations per thread, over four K-blocks).
+        // last (they spread the exponentials and reciprocals, 128 SFU operations per thread, over four slots).
         // Each goes through the warpgroup's staging buffer, two 64 x 64 boxes in the 128-byte swizzle (16-byte chunk
         // c of row r at c ^ (r % 8): the warp's stores hit 32 different banks), by TMA stores that run on while the
         // warpgroup goes on. kSwigluBackward: eight slots of 32 columns of dh; each reads its gate and up box

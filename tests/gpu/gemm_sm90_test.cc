@@ -70,7 +70,7 @@ TEST(GemmSm90, MatchesCpuReference) {
     uint64_t seed = kltest::fresh_seed("GemmSm90.MatchesCpuReference");
     // partial row, column and K tiles; K < one stage; one 128 x 256 tile exactly; seven row blocks (the last
     // cluster's second block past M); more tiles than an H200's 66 clusters (9 row pairs x 8 column blocks), each
-    // then written out during the next one's K-blocks: the two slots at K-blocks 0 and 1 (K = 136: 3 K-blocks), or
+    // then written out during the next one's K-blocks: the two slots at K-blocks 0 and 2 (K = 136: 3 K-blocks), or
     // spread out, at K-blocks 2 and 5, the second consumer's at 1 and 4 (K = 328: 6 K-blocks, the last partial)
     const Shape shapes[] = {{200, 392, 136}, {1000, 264, 72}, {5, 8, 8}, {128, 256, 64}, {777, 1040, 200},
                             {2100, 2048, 136}, {2100, 2048, 328}};

@@ -1,9 +1,9 @@
 /* gemm_sm90_cuda.h — kiln's own Hopper GEMM (TMA loads, wgmma, a persistent tile loop), the ground for fusing
  * element-wise work into the MLP products, which cuBLASLt's epilogues cannot express (docs/fused_swiglu_gemm.md).
  * The plain product is one more candidate of the GEMM tuning pass (matmul_cuda.h), for the forward products it can
- * compute; the fused variant runs the model's gate+up product with the SwiGLU forward (train.fused_swiglu, on by
- * default: +0.9% at the 0.5B shape, +0.7% at 1.5B; docs/benchmarks.md, "Own Hopper GEMM"), and the down projection's
- * dinp product with the SwiGLU backward.
+ * compute; the fused variants run the model's gate+up product with the SwiGLU forward and the down projection's dinp
+ * product with the SwiGLU backward (train.fused_swiglu, on by default; what each gained in training is in
+ * docs/benchmarks.md, "Own Hopper GEMM").
  * BF16 in and out, FP32 accumulation, row-major, densely packed, 16-byte aligned pointers. Asynchronous on
  * `stream`. Needs an sm_90 device and a build with sm_90a code (KILN_CUDA_ARCHS containing 90a). */
 #ifndef KL_GEMM_SM90_CUDA_H

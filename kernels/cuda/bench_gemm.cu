@@ -80,7 +80,7 @@ struct Report {
   private:
     void emit(const char *kernel, const char *shape, double ms, double rate, double bound, const char *unit,
               const char *key, int decimals) {
-        fprintf(out, "  %-26s %-40s %9.3f ms %8.*f %-7s  %5.1f%% of %g\n", kernel, shape, ms, decimals, rate, unit,
+        fprintf(out, "  %-34s %-40s %9.3f ms %8.*f %-7s  %5.1f%% of %g\n", kernel, shape, ms, decimals, rate, unit,
                 100.0 * rate / bound, bound);
         char buf[512];
         snprintf(buf, sizeof buf,
